@@ -1,0 +1,109 @@
+"""The one place that talks to ``array_api_compat``, plus dtype facts the standard lacks.
+
+Backend detection never imports a backend: ``array_api_compat`` only looks in
+``sys.modules`` for libraries the caller has already imported.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import array_api_compat as _c
+
+__all__ = [
+    "Array",
+    "Namespace",
+    "array_namespace",
+    "bits",
+    "default_float",
+    "device",
+    "dtype_kind",
+    "is_array",
+    "is_lazy",
+    "is_numpy",
+    "library_of",
+]
+
+Array = Any  # any array API array; a Protocol would buy little at runtime
+Namespace = ModuleType
+
+array_namespace = _c.array_namespace
+device = _c.device
+
+
+def is_array(x: Any) -> bool:
+    """Whether ``x`` is an array of a library that array-api-compat knows."""
+    return bool(_c.is_array_api_obj(x))
+
+
+# Order matters only for readability: each predicate accepts the native module
+# and its array-api-compat wrapper alike.
+_LIBRARIES: tuple[tuple[str, Any], ...] = (
+    ("numpy", _c.is_numpy_namespace),
+    ("torch", _c.is_torch_namespace),
+    ("jax", _c.is_jax_namespace),
+    ("dask", _c.is_dask_namespace),
+    ("cupy", _c.is_cupy_namespace),
+    ("array_api_strict", _c.is_array_api_strict_namespace),
+)
+
+
+def library_of(xp: Any) -> str:
+    """The library behind a namespace, e.g. ``"torch"`` for ``torch`` or its compat module."""
+    for name, is_ns in _LIBRARIES:
+        if is_ns(xp):
+            return name
+    return str(getattr(xp, "__name__", type(xp).__name__))
+
+
+def is_numpy(xp: Namespace) -> bool:
+    return bool(_c.is_numpy_namespace(xp))
+
+
+def is_lazy(xp: Namespace) -> bool:
+    """Whether values of this namespace's arrays may not be read without a compute."""
+    return bool(_c.is_dask_namespace(xp) or _c.is_jax_namespace(xp))
+
+
+def dtype_kind(xp: Namespace, dt: Any) -> str | None:
+    """``"bool"``, ``"integral"``, ``"real floating"``, ``"complex floating"`` or ``None``.
+
+    NumPy's own ``isdtype`` rejects the ``ml_dtypes`` extension types
+    (``bfloat16``), so NumPy-like dtypes are classified by their ``kind``.
+    """
+    np_kind = getattr(dt, "kind", None)
+    if isinstance(np_kind, str) and hasattr(dt, "itemsize"):
+        if np_kind == "V" and getattr(dt, "name", "") in _ML_FLOATS:
+            return "real floating"
+        return {
+            "b": "bool",
+            "i": "integral",
+            "u": "integral",
+            "f": "real floating",
+            "c": "complex floating",
+        }.get(np_kind)
+    for kind in ("bool", "integral", "real floating", "complex floating"):
+        try:
+            if xp.isdtype(dt, kind):
+                return kind
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+_ML_FLOATS = frozenset({"bfloat16"})
+
+
+def bits(xp: Namespace, dt: Any) -> int:
+    """Storage width of a floating dtype in bits."""
+    itemsize = getattr(dt, "itemsize", None)
+    if isinstance(itemsize, int):
+        return 8 * itemsize
+    return int(xp.finfo(dt).bits)
+
+
+def default_float(xp: Namespace, dev: Any) -> Any:
+    """The namespace's default real floating dtype on ``dev``."""
+    info = xp.__array_namespace_info__()
+    return info.default_dtypes(device=dev)["real floating"]

@@ -1,0 +1,280 @@
+"""The reference implementation: array API standard functions only.
+
+This module *defines* the contract of DESIGN.md §2; every fast path must give
+its answers. It runs unchanged on array-api-strict, NumPy, PyTorch, JAX, Dask
+and CuPy, contains no Python branch on array values (so it traces under
+``jax.jit`` and leaves Dask lazy), and never creates a NaN that the input did
+not carry, even in a branch that a later ``where`` discards, so gradients stay
+finite and ``jax_debug_nans`` stays quiet.
+
+The special values are handled without branching: the slice maximum ``m`` is
+replaced by 0 where it is not finite, and the shifted values ``z = x - m`` of
+such slices are rebuilt from comparisons (``+inf`` entries of a ``+inf`` slice
+become 0, everything else ``-inf``). That one step turns every row of the
+contract table into the finite case: k ``+inf`` entries sum to k, a slice with
+nothing left sums to 0 (guarded before dividing or taking the log), and a NaN
+slice is re-poisoned at the end by selecting its own NaN maximum.
+
+``logsumexp`` and ``log_softmax`` use the log1p form of Blanchard, Higham &
+Higham (IMA J. Numer. Anal. 41(4), 2021): the terms equal to the maximum are
+kept out of the sum, ``lse = m + log1p(s')`` with
+``s' = (k - 1) + sum_{x_i < m} exp(x_i - m)`` for k tied maxima, so that
+``logsumexp([0, -40])`` is ``4.248e-18`` rather than 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._compat import Array, Namespace, device, dtype_kind
+from ._validation import Call
+
+__all__ = ["log_softmax", "logsumexp", "softmax"]
+
+
+def _reduce(fn: Any, a: Array, axes: tuple[int, ...]) -> Array:
+    """``fn`` over ``axes`` keeping them; ``axes == ()`` makes every element its own slice."""
+    if not axes:
+        return a
+    return fn(a, axis=axes, keepdims=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shifted:
+    m: Array  # slice maximum (keepdims); NaN, +inf or -inf where the slice is special
+    m_safe: Array  # m where finite, else 0
+    z: Array  # x - m, finite or -inf; 0 at the maxima of every slice with something left
+    e: Array  # exp(z)
+
+
+def _const(xp: Namespace, value: float, like: Array) -> Array:
+    return xp.asarray(value, dtype=like.dtype, device=device(like))
+
+
+def _inputs(call: Call, *, negate: bool = False) -> Array:
+    """``x`` in the compute dtype, negated for softmin, masked and divided by temperature."""
+    xp = call.xp
+    x = xp.astype(call.x, call.compute_dtype)
+    if negate:
+        x = -x
+    ninf = _const(xp, -float("inf"), x)
+    if call.where is not None:
+        x = xp.where(call.where, x, ninf)
+    t = call.temperature
+    if t is not None:
+        if not isinstance(t, float):
+            t = xp.astype(t, call.compute_dtype)
+        # Divide only finite values: t > 0 keeps +-inf and NaN as they are, and
+        # no 0 * inf reaches the gradient of a traced temperature.
+        finite = xp.isfinite(x)
+        x_safe = xp.where(finite, x, _const(xp, 0.0, x))
+        x = xp.where(finite, x_safe / t, x)
+    return x
+
+
+def _shift(xp: Namespace, x: Array, axes: tuple[int, ...]) -> _Shifted:
+    zero = _const(xp, 0.0, x)
+    ninf = _const(xp, -float("inf"), x)
+    m = _reduce(xp.max, x, axes)
+    finite_m = xp.isfinite(m)
+    m_safe = xp.where(finite_m, m, zero)
+    # +inf slices: their +inf entries count 1 each, the rest 0; -inf and NaN
+    # slices: everything 0 (NaN is restored at the end from m itself).
+    z_special = xp.where((x == m) & (m > zero), zero, ninf)
+    z = xp.where(finite_m, x - m_safe, z_special)
+    return _Shifted(m=m, m_safe=m_safe, z=z, e=xp.exp(z))
+
+
+def _log1p_tail(
+    xp: Namespace, sh: _Shifted, axes: tuple[int, ...]
+) -> tuple[Array, Array]:
+    """``(k, s')``: count of maxima and the sum of the other terms plus ``k - 1``.
+
+    ``s'`` is 0 where nothing is left (k == 0), so that ``log1p(s')`` is safe.
+    """
+    zero = _const(xp, 0.0, sh.z)
+    is_max = sh.z == zero
+    k = _reduce(xp.sum, xp.astype(is_max, sh.z.dtype), axes)
+    rest = _reduce(xp.sum, xp.where(is_max, zero, sh.e), axes)
+    s = xp.where(k > zero, rest + (k - 1), zero)
+    return k, s
+
+
+def _poison(xp: Namespace, m: Array, out: Array) -> Array:
+    """NaN wherever the slice had a NaN, taken from ``m`` itself (no new NaN)."""
+    return xp.where(xp.isnan(m), m, out)
+
+
+def _finish(xp: Namespace, out: Array, dtype: Any) -> Array:
+    return out if out.dtype == dtype else xp.astype(out, dtype)
+
+
+def _squeeze(xp: Namespace, a: Array, axes: tuple[int, ...], keepdims: bool) -> Array:
+    if keepdims or not axes:
+        return a
+    return xp.squeeze(a, axis=axes)
+
+
+def softmax(call: Call, *, negate: bool = False) -> Array:
+    xp = call.xp
+    if call.empty:
+        return xp.zeros(call.x.shape, dtype=call.out_dtype, device=call.device)
+    x = _inputs(call, negate=negate)
+    sh = _shift(xp, x, call.axes)
+    s = _reduce(xp.sum, sh.e, call.axes)
+    s_safe = xp.where(s == _const(xp, 0.0, s), _const(xp, 1.0, s), s)
+    out = _poison(xp, sh.m, sh.e / s_safe)
+    return _finish(xp, out, call.out_dtype)
+
+
+def log_softmax(call: Call, *, negate: bool = False) -> Array:
+    xp = call.xp
+    if call.empty:
+        return xp.full(
+            call.x.shape, -float("inf"), dtype=call.out_dtype, device=call.device
+        )
+    x = _inputs(call, negate=negate)
+    sh = _shift(xp, x, call.axes)
+    _, s = _log1p_tail(xp, sh, call.axes)
+    out = _poison(xp, sh.m, sh.z - xp.log1p(s))
+    return _finish(xp, out, call.out_dtype)
+
+
+def logsumexp(
+    call: Call, *, keepdims: bool, return_sign: bool
+) -> Array | tuple[Array, Array]:
+    xp = call.xp
+    if dtype_kind(xp, call.compute_dtype) == "complex floating":
+        return _logsumexp_complex(call, keepdims=keepdims, return_sign=return_sign)
+    if call.empty:
+        shape = _reduced_shape(call.x.shape, call.axes, keepdims)
+        lse = xp.full(shape, -float("inf"), dtype=call.out_dtype, device=call.device)
+        if return_sign:
+            return lse, xp.zeros(shape, dtype=call.out_dtype, device=call.device)
+        return lse
+    if call.b is None:
+        lse, sign = _lse_unweighted(call)
+    else:
+        lse, sign = _lse_weighted(call, return_sign=return_sign)
+    lse = _finish(xp, _squeeze(xp, lse, call.axes, keepdims), call.out_dtype)
+    if not return_sign:
+        return lse
+    sign = _finish(xp, _squeeze(xp, sign, call.axes, keepdims), call.out_dtype)
+    return lse, sign
+
+
+def _lse_unweighted(call: Call) -> tuple[Array, Array]:
+    xp = call.xp
+    x = _inputs(call)
+    sh = _shift(xp, x, call.axes)
+    k, s = _log1p_tail(xp, sh, call.axes)
+    lse = xp.where(xp.isfinite(sh.m), sh.m_safe + xp.log1p(s), sh.m)
+    # sign: 1 where something is left, 0 where nothing is, NaN with NaN
+    sign = _poison(xp, sh.m, xp.astype(k > _const(xp, 0.0, k), k.dtype))
+    return lse, sign
+
+
+def _lse_weighted(call: Call, *, return_sign: bool) -> tuple[Array, Array]:
+    """log|sum(b * exp(x))| and its sign; ``b == 0`` entries are ignored like masked ones."""
+    xp = call.xp
+    b = call.b
+    assert b is not None
+    zero = _const(xp, 0.0, b)
+    one = _const(xp, 1.0, b)
+    ninf = _const(xp, -float("inf"), b)
+    x = xp.astype(call.x, call.compute_dtype)
+    keep = b != zero
+    if call.where is not None:
+        keep = keep & call.where
+    x = xp.where(keep, x, ninf)
+    b = xp.where(keep, b, zero)
+    sh = _shift(xp, x, call.axes)
+    is_max = sh.z == zero
+    # the largest terms stay out of the sum: total = B + rest, B = their weights
+    big = _reduce(xp.sum, xp.where(is_max, b, zero), call.axes)
+    rest = _reduce(xp.sum, xp.where(is_max, zero, b * sh.e), call.axes)
+    total = big + rest
+    big_safe = xp.where(big == zero, one, big)
+    ratio = rest / big_safe
+    # log1p form while total has B's sign (ratio > -1); plain log|total| otherwise
+    near = (big != zero) & (ratio > -one)
+    ratio_safe = xp.where(near, ratio, zero)
+    log_near = xp.log(xp.abs(big_safe)) + xp.log1p(ratio_safe)
+    total_safe = xp.where(total == zero, one, total)
+    log_far = xp.where(total == zero, ninf, xp.log(xp.abs(total_safe)))
+    log_abs = xp.where(near, log_near, log_far)
+    finite_m = xp.isfinite(sh.m)
+    pos_inf = sh.m > zero  # +inf maxima, given not finite
+    nan = _const(xp, float("nan"), b)
+    inf_undefined = ~finite_m & pos_inf & (big == zero)  # +inf weights cancel
+    lse = xp.where(
+        finite_m,
+        sh.m_safe + log_abs,
+        xp.where(inf_undefined, nan, sh.m),
+    )
+    sign = xp.where(
+        finite_m,
+        xp.sign(total),
+        xp.where(
+            pos_inf, xp.where(big == zero, nan, xp.sign(big)), _poison(xp, sh.m, zero)
+        ),
+    )
+    if not return_sign:
+        # SciPy's convention: the log of a negative total is NaN
+        lse = xp.where(sign < zero, nan, lse)
+    return lse, sign
+
+
+def _logsumexp_complex(
+    call: Call, *, keepdims: bool, return_sign: bool
+) -> Array | tuple[Array, Array]:
+    """log(sum(b * exp(x))) for complex ``x`` on the principal branch, as SciPy."""
+    xp = call.xp
+    if call.empty:
+        shape = _reduced_shape(call.x.shape, call.axes, keepdims)
+        lse = xp.full(shape, -float("inf"), dtype=call.out_dtype, device=call.device)
+        if return_sign:
+            return xp.real(lse), xp.zeros(
+                shape, dtype=call.out_dtype, device=call.device
+            )
+        return lse
+    x = xp.astype(call.x, call.compute_dtype)
+    re = xp.real(x)
+    zero_r = _const(xp, 0.0, re)
+    ninf_r = _const(xp, -float("inf"), re)
+    keep = xp.ones(x.shape, dtype=xp.bool, device=call.device)
+    if call.b is not None:
+        keep = call.b != _const(xp, 0.0, call.b)
+    if call.where is not None:
+        keep = keep & call.where
+    re = xp.where(keep, re, ninf_r)
+    m = _reduce(xp.max, re, call.axes)
+    finite_m = xp.isfinite(m)
+    m_safe = xp.where(finite_m, m, zero_r)
+    z = x - xp.astype(m_safe, x.dtype)
+    zero_c = _const(xp, 0.0, x)
+    terms = xp.where(keep, xp.exp(xp.where(keep, z, zero_c)), zero_c)
+    if call.b is not None:
+        terms = terms * call.b
+    s = _reduce(xp.sum, terms, call.axes)
+    mag = xp.abs(s)
+    mag_safe = xp.where(mag == zero_r, _const(xp, 1.0, mag), mag)
+    s_safe = xp.where(mag == zero_r, _const(xp, 1.0, s), s)
+    log_s = xp.where(mag == zero_r, xp.astype(ninf_r, x.dtype), xp.log(s_safe))
+    lse = xp.where(finite_m, xp.astype(m_safe, x.dtype) + log_s, xp.astype(m, x.dtype))
+    lse = _squeeze(xp, lse, call.axes, keepdims)
+    if not return_sign:
+        return _finish(xp, lse, call.out_dtype)
+    sign = s_safe / xp.astype(mag_safe, s.dtype)
+    sign = xp.where(mag == zero_r, zero_c, sign)
+    sign = _squeeze(xp, sign, call.axes, keepdims)
+    return xp.real(lse), sign
+
+
+def _reduced_shape(
+    shape: tuple[Any, ...], axes: tuple[int, ...], keepdims: bool
+) -> tuple[Any, ...]:
+    if keepdims:
+        return tuple(1 if i in axes else n for i, n in enumerate(shape))
+    return tuple(n for i, n in enumerate(shape) if i not in axes)

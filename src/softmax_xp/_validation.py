@@ -1,0 +1,336 @@
+"""Argument rules of the public functions and their errors, in one place.
+
+Everything here runs before any computation and looks only at types, dtypes
+and shapes, never at array values (except Python-scalar temperatures), so it
+is safe under ``jax.jit`` and leaves Dask arrays lazy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._compat import (
+    Array,
+    Namespace,
+    array_namespace,
+    bits,
+    default_float,
+    device,
+    dtype_kind,
+    is_array,
+    library_of,
+)
+
+__all__ = ["Call", "prepare", "prepare_logsumexp"]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A validated call: the array, its namespace and every option normalised."""
+
+    func: str
+    x: Array
+    xp: Namespace
+    axes: tuple[int, ...]  # sorted, non-negative
+    where: Array | None  # boolean, broadcastable to x
+    temperature: float | Array | None  # Python float > 0, or an array of xp
+    b: Array | None  # logsumexp weights, already broadcast jointly with x
+    out_dtype: Any
+    compute_dtype: Any  # float32 for half precision, else out_dtype
+    device: Any
+
+    @property
+    def empty(self) -> bool:
+        """Whether some reduced axis has length zero (nothing left in any slice)."""
+        shape = self.x.shape
+        return any(shape[a] == 0 for a in self.axes)
+
+
+def _fail(exc: type[Exception], func: str, text: str) -> Exception:
+    return exc(f"{func}: {text}")
+
+
+def _describe(value: Any) -> str:
+    """A short description of a value for error messages (arrays by type/dtype/shape)."""
+    if is_array(value):
+        return (
+            f"<{type(value).__name__} dtype={value.dtype} shape={tuple(value.shape)}>"
+        )
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _as_array(func: str, x: Any, xp: Any) -> tuple[Array, Namespace]:
+    """``x`` as an array and its (compat) namespace; ``xp`` checked against it."""
+    if is_array(x):
+        arr = x
+    elif isinstance(x, numbers.Number | list | tuple):
+        arr = xp.asarray(x) if xp is not None else np.asarray(x)
+    else:
+        msg = (
+            f"x must be an array of an array API library, a Python scalar, list or "
+            f"tuple, not {type(x).__module__}.{type(x).__qualname__}"
+        )
+        raise _fail(TypeError, func, msg)
+    try:
+        ns = array_namespace(arr)
+    except TypeError as err:
+        msg = f"x of type {type(arr).__qualname__} is not a supported array type"
+        raise _fail(TypeError, func, msg) from err
+    if xp is not None and library_of(xp) != library_of(ns):
+        msg = (
+            f"xp={getattr(xp, '__name__', xp)!r} does not match x, an array of "
+            f"{library_of(ns)}; pass xp of x's library or leave it out"
+        )
+        raise _fail(TypeError, func, msg)
+    return arr, ns
+
+
+def _axes(func: str, axis: Any, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    items = axis if isinstance(axis, tuple) else (axis,)
+    out: list[int] = []
+    for a in items:
+        if isinstance(a, bool) or not hasattr(a, "__index__"):
+            msg = f"axis={axis!r} must be an int, a tuple of ints or None"
+            raise _fail(TypeError, func, msg)
+        i = operator.index(a)
+        if not -ndim <= i < ndim:
+            msg = f"axis={axis!r} is out of bounds for an array of {ndim} dimensions"
+            raise _fail(ValueError, func, msg)
+        i %= ndim
+        if i in out:
+            msg = f"axis={axis!r} repeats axis {i}"
+            raise _fail(ValueError, func, msg)
+        out.append(i)
+    return tuple(sorted(out))
+
+
+def _broadcast_shape(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The broadcast of two shapes, or ``None`` when they do not broadcast."""
+    n = max(len(a), len(b))
+    a = (1,) * (n - len(a)) + tuple(a)
+    b = (1,) * (n - len(b)) + tuple(b)
+    out = []
+    for p, q in zip(a, b, strict=True):
+        if p == 1:
+            out.append(q)
+        elif q in (1, p):
+            out.append(p)
+        elif _unknown(p) or _unknown(q):  # lazy arrays of unknown length
+            out.append(p if _unknown(q) else q)
+        else:
+            return None
+    return tuple(out)
+
+
+def _unknown(n: Any) -> bool:
+    return n is None or (isinstance(n, float) and math.isnan(n))
+
+
+def _same_namespace_array(
+    func: str, name: str, value: Any, xp: Namespace, dev: Any
+) -> Array:
+    """``value`` (Python scalar, list, or array of ``xp``) as an array of ``xp`` on ``dev``."""
+    if is_array(value):
+        if library_of(array_namespace(value)) != library_of(xp):
+            msg = (
+                f"{name}={_describe(value)} is an array of "
+                f"{library_of(array_namespace(value))} but x is an array of "
+                f"{library_of(xp)}; mixed namespaces are not supported"
+            )
+            raise _fail(TypeError, func, msg)
+        return value
+    if isinstance(value, numbers.Number | list | tuple):
+        try:
+            return xp.asarray(value, device=dev)
+        except (TypeError, ValueError) as err:
+            msg = f"{name}={_describe(value)} cannot be made into an array: {err}"
+            raise _fail(TypeError, func, msg) from err
+    msg = f"{name}={_describe(value)} must be an array of x's library, a Python scalar or a list"
+    raise _fail(TypeError, func, msg)
+
+
+def _check_fits(func: str, name: str, value: Array, shape: tuple[Any, ...]) -> None:
+    """``value`` must broadcast to ``shape`` without enlarging it."""
+    joint = _broadcast_shape(tuple(value.shape), shape)
+    if (
+        joint is None
+        or len(joint) != len(shape)
+        or any(
+            not (_unknown(j) or _unknown(s)) and j != s
+            for j, s in zip(joint, shape, strict=True)
+        )
+    ):
+        msg = f"{name} of shape {tuple(value.shape)} does not broadcast to x's shape {tuple(shape)}"
+        raise _fail(ValueError, func, msg)
+
+
+def _where(
+    func: str, where: Any, xp: Namespace, shape: tuple[Any, ...], dev: Any
+) -> Array | None:
+    if where is None:
+        return None
+    w = _same_namespace_array(func, "where", where, xp, dev)
+    if dtype_kind(xp, w.dtype) != "bool":
+        msg = f"where={_describe(where)} must be boolean, not of dtype {w.dtype}"
+        raise _fail(TypeError, func, msg)
+    _check_fits(func, "where", w, shape)
+    return w
+
+
+def _temperature(
+    func: str, t: Any, xp: Namespace, shape: tuple[Any, ...], dev: Any
+) -> float | Array | None:
+    if t is None:
+        return None
+    if isinstance(t, bool | np.bool_):
+        msg = f"temperature={t!r} must be a positive number or an array, not a bool"
+        raise _fail(TypeError, func, msg)
+    # NumPy scalars count as Python scalars here, whatever x's library
+    if isinstance(t, numbers.Real) and (not is_array(t) or hasattr(t, "item")):
+        value = float(t)
+        if not (math.isfinite(value) and value > 0):
+            msg = f"temperature={t!r} must be finite and > 0"
+            raise _fail(ValueError, func, msg)
+        return value
+    if isinstance(t, numbers.Number) and not is_array(t):  # complex scalars
+        msg = f"temperature={t!r} must be a real number"
+        raise _fail(TypeError, func, msg)
+    arr = _same_namespace_array(func, "temperature", t, xp, dev)
+    if dtype_kind(xp, arr.dtype) not in ("integral", "real floating"):
+        msg = f"temperature={_describe(t)} must be of a real dtype, not {arr.dtype}"
+        raise _fail(TypeError, func, msg)
+    _check_fits(func, "temperature", arr, shape)
+    return arr
+
+
+def _out_dtype(
+    func: str, xp: Namespace, x: Array, dtype: Any, dev: Any, *, complex_ok: bool
+) -> Any:
+    kind = dtype_kind(xp, x.dtype)
+    if dtype is not None:
+        if library_of(xp) in ("numpy", "dask", "cupy") and not isinstance(dtype, str):
+            # accept scalar types such as np.float32 as well as dtype objects
+            with contextlib.suppress(TypeError):
+                dtype = np.dtype(dtype)
+        try:
+            ok = dtype_kind(xp, dtype) == "real floating" and not isinstance(dtype, str)
+        except Exception:  # noqa: BLE001 - anything that is not a dtype of xp
+            ok = False
+        if not ok:
+            msg = f"dtype={dtype!r} must be a real floating dtype of {library_of(xp)}"
+            raise _fail(TypeError, func, msg)
+        if kind == "complex floating":
+            msg = f"dtype={dtype!r} cannot hold the complex input of dtype {x.dtype}"
+            raise _fail(TypeError, func, msg)
+        return dtype
+    if kind in ("bool", "integral"):
+        return default_float(xp, dev)
+    if kind == "real floating" or (kind == "complex floating" and complex_ok):
+        return x.dtype
+    if kind == "complex floating":
+        msg = (
+            f"x has the complex dtype {x.dtype}; {func} is defined for real input only "
+            f"(logsumexp accepts complex input)"
+        )
+        raise _fail(TypeError, func, msg)
+    msg = f"x has the unsupported dtype {x.dtype}"
+    raise _fail(TypeError, func, msg)
+
+
+def _compute_dtype(xp: Namespace, out_dtype: Any) -> Any:
+    if dtype_kind(xp, out_dtype) == "real floating" and bits(xp, out_dtype) == 16:
+        return xp.float32
+    return out_dtype
+
+
+def prepare(
+    func: str, x: Any, axis: Any, where: Any, temperature: Any, dtype: Any, xp: Any
+) -> Call:
+    """Validate the arguments of softmax, log_softmax or softmin."""
+    arr, ns = _as_array(func, x, xp)
+    dev = device(arr)
+    shape = tuple(arr.shape)
+    out_dtype = _out_dtype(func, ns, arr, dtype, dev, complex_ok=False)
+    return Call(
+        func=func,
+        x=arr,
+        xp=ns,
+        axes=_axes(func, axis, arr.ndim),
+        where=_where(func, where, ns, shape, dev),
+        temperature=_temperature(func, temperature, ns, shape, dev),
+        b=None,
+        out_dtype=out_dtype,
+        compute_dtype=_compute_dtype(ns, out_dtype),
+        device=dev,
+    )
+
+
+def prepare_logsumexp(
+    x: Any, axis: Any, b: Any, where: Any, dtype: Any, xp: Any
+) -> Call:
+    """Validate the arguments of logsumexp; ``x`` and ``b`` are broadcast jointly."""
+    func = "logsumexp"
+    arr, ns = _as_array(func, x, xp)
+    dev = device(arr)
+    weights: Any = None
+    if b is not None:
+        if isinstance(b, numbers.Real) and not is_array(b):
+            # a Python scalar weight is weakly typed, as in array API promotion
+            weights = b
+        else:
+            weights = _same_namespace_array(func, "b", b, ns, dev)
+            if dtype_kind(ns, weights.dtype) is None:
+                msg = f"b={_describe(b)} has the unsupported dtype {weights.dtype}"
+                raise _fail(TypeError, func, msg)
+    if weights is not None and is_array(weights):
+        joint = _broadcast_shape(tuple(arr.shape), tuple(weights.shape))
+        if joint is None:
+            msg = (
+                f"b of shape {tuple(weights.shape)} does not broadcast with "
+                f"x of shape {tuple(arr.shape)}"
+            )
+            raise _fail(ValueError, func, msg)
+        promoted = ns.result_type(arr.dtype, weights.dtype) if dtype is None else None
+        if promoted is not None and dtype_kind(ns, promoted) is not None:
+            arr = ns.astype(arr, promoted) if promoted != arr.dtype else arr
+        if tuple(arr.shape) != joint:
+            arr = ns.broadcast_to(arr, joint)
+        if tuple(weights.shape) != joint:
+            weights = ns.broadcast_to(weights, joint)
+    shape = tuple(arr.shape)
+    out_dtype = _out_dtype(func, ns, arr, dtype, dev, complex_ok=True)
+    compute = _compute_dtype(ns, out_dtype)
+    if weights is not None:
+        if is_array(weights):
+            wkind = dtype_kind(ns, weights.dtype)
+            if (
+                wkind == "complex floating"
+                and dtype_kind(ns, compute) != "complex floating"
+            ):
+                msg = f"b={_describe(b)} is complex but x is real; pass complex x"
+                raise _fail(TypeError, func, msg)
+            weights = ns.astype(weights, compute)
+        else:
+            weights = ns.full(shape, weights, dtype=compute, device=dev)
+    return Call(
+        func=func,
+        x=arr,
+        xp=ns,
+        axes=_axes(func, axis, arr.ndim),
+        where=_where(func, where, ns, shape, dev),
+        temperature=None,
+        b=weights,
+        out_dtype=out_dtype,
+        compute_dtype=compute,
+        device=dev,
+    )
