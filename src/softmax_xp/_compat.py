@@ -23,6 +23,7 @@ __all__ = [
     "is_lazy",
     "is_numpy",
     "library_of",
+    "nan_where",
 ]
 
 Array = Any  # any array API array; a Protocol would buy little at runtime
@@ -101,6 +102,21 @@ def bits(xp: Namespace, dt: Any) -> int:
     if isinstance(itemsize, int):
         return 8 * itemsize
     return int(xp.finfo(dt).bits)
+
+
+def nan_where(xp: Namespace, cond: Any, like: Any) -> Any:
+    """NaN where ``cond``, 0 elsewhere, in ``like``'s dtype and device.
+
+    Under ``jax_debug_nans`` even an unselected NaN constant raises, so JAX
+    makes its NaN only where ``cond`` holds (log(-1)); NumPy-backed libraries
+    would warn on that, so they select from a NaN constant instead.
+    """
+    dev = device(like)
+    if _c.is_jax_namespace(xp):
+        one = xp.asarray(1.0, dtype=like.dtype, device=dev)
+        return xp.log(xp.where(cond, -one, one))
+    nan = xp.asarray(float("nan"), dtype=like.dtype, device=dev)
+    return xp.where(cond, nan, xp.asarray(0.0, dtype=like.dtype, device=dev))
 
 
 def default_float(xp: Namespace, dev: Any) -> Any:

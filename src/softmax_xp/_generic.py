@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._compat import Array, Namespace, device, dtype_kind
+from ._compat import Array, Namespace, device, dtype_kind, nan_where
 from ._validation import Call
 
 __all__ = ["log_softmax", "logsumexp", "softmax"]
@@ -206,23 +206,19 @@ def _lse_weighted(call: Call, *, return_sign: bool) -> tuple[Array, Array]:
     log_abs = xp.where(near, log_near, log_far)
     finite_m = xp.isfinite(sh.m)
     pos_inf = sh.m > zero  # +inf maxima, given not finite
-    nan = _const(xp, float("nan"), b)
-    inf_undefined = ~finite_m & pos_inf & (big == zero)  # +inf weights cancel
-    lse = xp.where(
-        finite_m,
-        sh.m_safe + log_abs,
-        xp.where(inf_undefined, nan, sh.m),
-    )
+    undefined = ~finite_m & pos_inf & (big == zero)  # +inf entries whose weights cancel
+    if not return_sign:
+        # SciPy's convention: the log of a negative total is NaN
+        negative = xp.where(finite_m, total < zero, pos_inf & (big < zero))
+        undefined = undefined | negative
+    nan = nan_where(xp, undefined, b)
+    lse = xp.where(finite_m, sh.m_safe + log_abs, sh.m) + nan
     sign = xp.where(
         finite_m,
         xp.sign(total),
-        xp.where(
-            pos_inf, xp.where(big == zero, nan, xp.sign(big)), _poison(xp, sh.m, zero)
-        ),
+        xp.where(pos_inf, xp.sign(big), _poison(xp, sh.m, zero)),
     )
-    if not return_sign:
-        # SciPy's convention: the log of a negative total is NaN
-        lse = xp.where(sign < zero, nan, lse)
+    sign = sign + nan_where(xp, ~finite_m & pos_inf & (big == zero), b)
     return lse, sign
 
 
