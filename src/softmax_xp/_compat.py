@@ -88,7 +88,7 @@ def dtype_kind(xp: Namespace, dt: Any) -> str | None:
         try:
             if xp.isdtype(dt, kind):
                 return kind
-        except (TypeError, ValueError):
+        except Exception:  # noqa: BLE001 - not a dtype this namespace knows
             return None
     return None
 

@@ -44,6 +44,7 @@ def _reduce(fn: Any, a: Array, axes: tuple[int, ...]) -> Array:
 class _Shifted:
     m: Array  # slice maximum (keepdims); NaN, +inf or -inf where the slice is special
     m_safe: Array  # m where finite, else 0
+    m_special: Array  # m where not finite, as a constant that carries no gradient
     z: Array  # x - m, finite or -inf; 0 at the maxima of every slice with something left
     e: Array  # exp(z)
 
@@ -65,10 +66,13 @@ def _inputs(call: Call, *, negate: bool = False) -> Array:
     if t is not None:
         if not isinstance(t, float):
             t = xp.astype(t, call.compute_dtype)
-        # Divide only finite values: t > 0 keeps +-inf and NaN as they are, and
-        # no 0 * inf reaches the gradient of a traced temperature.
+        # Divide only finite values: t > 0 keeps +-inf and NaN as they are, no
+        # 0 * inf reaches the gradient of a traced temperature, and masked
+        # temperatures (even 0) are never divided by.
         finite = xp.isfinite(x)
         x_safe = xp.where(finite, x, _const(xp, 0.0, x))
+        if not isinstance(t, float):
+            t = xp.where(finite, t, _const(xp, 1.0, x))
         x = xp.where(finite, x_safe / t, x)
     return x
 
@@ -79,11 +83,31 @@ def _shift(xp: Namespace, x: Array, axes: tuple[int, ...]) -> _Shifted:
     m = _reduce(xp.max, x, axes)
     finite_m = xp.isfinite(m)
     m_safe = xp.where(finite_m, m, zero)
+    m_special = xp.where(m > zero, -ninf, xp.where(m < zero, ninf, m))
+    z_finite = _subtract_max(xp, x, m_safe)
     # +inf slices: their +inf entries count 1 each, the rest 0; -inf and NaN
     # slices: everything 0 (NaN is restored at the end from m itself).
     z_special = xp.where((x == m) & (m > zero), zero, ninf)
-    z = xp.where(finite_m, x - m_safe, z_special)
-    return _Shifted(m=m, m_safe=m_safe, z=z, e=xp.exp(z))
+    z = xp.where(finite_m, z_finite, z_special)
+    return _Shifted(m=m, m_safe=m_safe, m_special=m_special, z=z, e=xp.exp(z))
+
+
+def _subtract_max(xp: Namespace, x: Array, m: Array) -> Array:
+    """``x - m`` rounded as IEEE does, ``-inf`` on overflow, without an overflow.
+
+    ``x - m`` can overflow only when ``m`` is large, and NumPy would warn. For
+    ``m > 1`` it is formed as ``2 * (x/2 - m/2)``: halving is exact there, so
+    ``x/2 - m/2`` rounds to exactly half of the rounded difference, and that
+    difference overflowed precisely when the half exceeds ``max/2``.
+    """
+    zero = _const(xp, 0.0, x)
+    half = _const(xp, 0.5, x)
+    big = m > _const(xp, 1.0, m)
+    m_big = xp.where(big, m, zero)
+    h = x * half - m_big * half
+    over = h < -(xp.finfo(x.dtype).max * 0.5)
+    doubled = xp.where(over, _const(xp, -float("inf"), x), 2 * xp.where(over, zero, h))
+    return xp.where(big, doubled, x - xp.where(big, zero, m))
 
 
 def _log1p_tail(
@@ -101,13 +125,38 @@ def _log1p_tail(
     return k, s
 
 
-def _poison(xp: Namespace, m: Array, out: Array) -> Array:
-    """NaN wherever the slice had a NaN, taken from ``m`` itself (no new NaN)."""
-    return xp.where(xp.isnan(m), m, out)
+def _poison(xp: Namespace, m: Array, out: Array, where: Array | None = None) -> Array:
+    """NaN wherever the slice had a NaN, taken from ``m`` itself (no new NaN).
+
+    Masked entries keep their 0 / -inf even in a NaN slice.
+    """
+    bad = xp.isnan(m) if where is None else xp.isnan(m) & where
+    return xp.where(bad, m, out)
 
 
 def _finish(xp: Namespace, out: Array, dtype: Any) -> Array:
-    return out if out.dtype == dtype else xp.astype(out, dtype)
+    """``out`` rounded once to the output dtype.
+
+    Values beyond a narrower dtype's range are set to +-inf before the cast, as
+    rounding would, so that NumPy raises no overflow warning for a correct result.
+    """
+    if out.dtype == dtype:
+        return out
+    limit = _overflow_threshold(xp, dtype)
+    if limit is not None and dtype_kind(xp, out.dtype) == "real floating":
+        inf = _const(xp, float("inf"), out)
+        out = xp.where(out >= limit, inf, xp.where(out <= -limit, -inf, out))
+    return xp.astype(out, dtype)
+
+
+def _overflow_threshold(xp: Namespace, dtype: Any) -> float | None:
+    """The smallest magnitude that rounds to inf in ``dtype`` (max + half an ulp)."""
+    try:
+        fi = xp.finfo(dtype)
+    except Exception:  # noqa: BLE001 - extension dtypes (ml_dtypes) have no finfo here
+        return None
+    fmax, eps = float(fi.max), float(fi.eps)
+    return fmax + fmax * eps / (2.0 * (2.0 - eps))
 
 
 def _squeeze(xp: Namespace, a: Array, axes: tuple[int, ...], keepdims: bool) -> Array:
@@ -124,7 +173,7 @@ def softmax(call: Call, *, negate: bool = False) -> Array:
     sh = _shift(xp, x, call.axes)
     s = _reduce(xp.sum, sh.e, call.axes)
     s_safe = xp.where(s == _const(xp, 0.0, s), _const(xp, 1.0, s), s)
-    out = _poison(xp, sh.m, sh.e / s_safe)
+    out = _poison(xp, sh.m, sh.e / s_safe, call.where)
     return _finish(xp, out, call.out_dtype)
 
 
@@ -137,7 +186,7 @@ def log_softmax(call: Call, *, negate: bool = False) -> Array:
     x = _inputs(call, negate=negate)
     sh = _shift(xp, x, call.axes)
     _, s = _log1p_tail(xp, sh, call.axes)
-    out = _poison(xp, sh.m, sh.z - xp.log1p(s))
+    out = _poison(xp, sh.m, sh.z - xp.log1p(s), call.where)
     return _finish(xp, out, call.out_dtype)
 
 
@@ -169,7 +218,7 @@ def _lse_unweighted(call: Call) -> tuple[Array, Array]:
     x = _inputs(call)
     sh = _shift(xp, x, call.axes)
     k, s = _log1p_tail(xp, sh, call.axes)
-    lse = xp.where(xp.isfinite(sh.m), sh.m_safe + xp.log1p(s), sh.m)
+    lse = xp.where(xp.isfinite(sh.m), sh.m_safe + xp.log1p(s), sh.m_special)
     # sign: 1 where something is left, 0 where nothing is, NaN with NaN
     sign = _poison(xp, sh.m, xp.astype(k > _const(xp, 0.0, k), k.dtype))
     return lse, sign
@@ -212,7 +261,7 @@ def _lse_weighted(call: Call, *, return_sign: bool) -> tuple[Array, Array]:
         negative = xp.where(finite_m, total < zero, pos_inf & (big < zero))
         undefined = undefined | negative
     nan = nan_where(xp, undefined, b)
-    lse = xp.where(finite_m, sh.m_safe + log_abs, sh.m) + nan
+    lse = xp.where(finite_m, sh.m_safe + log_abs, sh.m_special) + nan
     sign = xp.where(
         finite_m,
         xp.sign(total),

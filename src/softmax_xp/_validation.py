@@ -222,10 +222,14 @@ def _out_dtype(
             # accept scalar types such as np.float32 as well as dtype objects
             with contextlib.suppress(TypeError):
                 dtype = np.dtype(dtype)
-        try:
-            ok = dtype_kind(xp, dtype) == "real floating" and not isinstance(dtype, str)
-        except Exception:  # noqa: BLE001 - anything that is not a dtype of xp
+        if isinstance(dtype, str) or dtype_kind(xp, dtype) != "real floating":
             ok = False
+        else:
+            try:  # a dtype of another library (torch.float32 for NumPy x) fails here
+                xp.astype(xp.empty((0,), dtype=xp.float32, device=dev), dtype)
+                ok = True
+            except Exception:  # noqa: BLE001 - any refusal means: not xp's dtype
+                ok = False
         if not ok:
             msg = f"dtype={dtype!r} must be a real floating dtype of {library_of(xp)}"
             raise _fail(TypeError, func, msg)
@@ -300,9 +304,16 @@ def prepare_logsumexp(
                 f"x of shape {tuple(arr.shape)}"
             )
             raise _fail(ValueError, func, msg)
-        promoted = ns.result_type(arr.dtype, weights.dtype) if dtype is None else None
-        if promoted is not None and dtype_kind(ns, promoted) is not None:
-            arr = ns.astype(arr, promoted) if promoted != arr.dtype else arr
+        if dtype is None:
+            # integers and bools become the default float first: the standard
+            # defines no promotion across kinds
+            fl = default_float(ns, dev)
+            xd, bd = arr.dtype, weights.dtype
+            xd = fl if dtype_kind(ns, xd) in ("bool", "integral") else xd
+            bd = fl if dtype_kind(ns, bd) in ("bool", "integral") else bd
+            promoted = ns.result_type(xd, bd)
+            if promoted != arr.dtype:
+                arr = ns.astype(arr, promoted)
         if tuple(arr.shape) != joint:
             arr = ns.broadcast_to(arr, joint)
         if tuple(weights.shape) != joint:
