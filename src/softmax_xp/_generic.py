@@ -53,15 +53,26 @@ def _const(xp: Namespace, value: float, like: Array) -> Array:
     return xp.asarray(value, dtype=like.dtype, device=device(like))
 
 
+def _masked(call: Call, fill: float) -> Array:
+    """``x`` in the compute dtype with masked entries set to ``fill``.
+
+    Floating input is masked before the cast, so that masked NaNs are never
+    touched by an operation (``jax_debug_nans`` checks every result).
+    """
+    xp, x = call.xp, call.x
+    if dtype_kind(xp, x.dtype) != "real floating":  # ints and bools hold no NaN
+        x = xp.astype(x, call.compute_dtype)
+    if call.where is not None:
+        x = xp.where(call.where, x, _const(xp, fill, x))
+    return x if x.dtype == call.compute_dtype else xp.astype(x, call.compute_dtype)
+
+
 def _inputs(call: Call, *, negate: bool = False) -> Array:
     """``x`` in the compute dtype, negated for softmin, masked and divided by temperature."""
     xp = call.xp
-    x = xp.astype(call.x, call.compute_dtype)
+    x = _masked(call, -float("inf") if not negate else float("inf"))
     if negate:
         x = -x
-    ninf = _const(xp, -float("inf"), x)
-    if call.where is not None:
-        x = xp.where(call.where, x, ninf)
     t = call.temperature
     if t is not None:
         if not isinstance(t, float):
@@ -168,7 +179,7 @@ def _squeeze(xp: Namespace, a: Array, axes: tuple[int, ...], keepdims: bool) -> 
 def softmax(call: Call, *, negate: bool = False) -> Array:
     xp = call.xp
     if call.empty:
-        return xp.zeros(call.x.shape, dtype=call.out_dtype, device=call.device)
+        return xp.zeros(call.shape, dtype=call.out_dtype, device=call.device)
     x = _inputs(call, negate=negate)
     sh = _shift(xp, x, call.axes)
     s = _reduce(xp.sum, sh.e, call.axes)
@@ -181,7 +192,7 @@ def log_softmax(call: Call, *, negate: bool = False) -> Array:
     xp = call.xp
     if call.empty:
         return xp.full(
-            call.x.shape, -float("inf"), dtype=call.out_dtype, device=call.device
+            call.shape, -float("inf"), dtype=call.out_dtype, device=call.device
         )
     x = _inputs(call, negate=negate)
     sh = _shift(xp, x, call.axes)
@@ -197,7 +208,7 @@ def logsumexp(
     if dtype_kind(xp, call.compute_dtype) == "complex floating":
         return _logsumexp_complex(call, keepdims=keepdims, return_sign=return_sign)
     if call.empty:
-        shape = _reduced_shape(call.x.shape, call.axes, keepdims)
+        shape = _reduced_shape(call.shape, call.axes, keepdims)
         lse = xp.full(shape, -float("inf"), dtype=call.out_dtype, device=call.device)
         if return_sign:
             return lse, xp.zeros(shape, dtype=call.out_dtype, device=call.device)
@@ -232,11 +243,14 @@ def _lse_weighted(call: Call, *, return_sign: bool) -> tuple[Array, Array]:
     zero = _const(xp, 0.0, b)
     one = _const(xp, 1.0, b)
     ninf = _const(xp, -float("inf"), b)
-    x = xp.astype(call.x, call.compute_dtype)
     keep = b != zero
     if call.where is not None:
         keep = keep & call.where
-    x = xp.where(keep, x, ninf)
+    x = call.x
+    if dtype_kind(xp, x.dtype) != "real floating":
+        x = xp.astype(x, call.compute_dtype)
+    x = xp.where(keep, x, _const(xp, -float("inf"), x))
+    x = x if x.dtype == call.compute_dtype else xp.astype(x, call.compute_dtype)
     b = xp.where(keep, b, zero)
     sh = _shift(xp, x, call.axes)
     is_max = sh.z == zero
@@ -277,7 +291,7 @@ def _logsumexp_complex(
     """log(sum(b * exp(x))) for complex ``x`` on the principal branch, as SciPy."""
     xp = call.xp
     if call.empty:
-        shape = _reduced_shape(call.x.shape, call.axes, keepdims)
+        shape = _reduced_shape(call.shape, call.axes, keepdims)
         lse = xp.full(shape, -float("inf"), dtype=call.out_dtype, device=call.device)
         if return_sign:
             return xp.real(lse), xp.zeros(
@@ -288,7 +302,7 @@ def _logsumexp_complex(
     re = xp.real(x)
     zero_r = _const(xp, 0.0, re)
     ninf_r = _const(xp, -float("inf"), re)
-    keep = xp.ones(x.shape, dtype=xp.bool, device=call.device)
+    keep = xp.ones(call.shape, dtype=xp.bool, device=call.device)
     if call.b is not None:
         keep = call.b != _const(xp, 0.0, call.b)
     if call.where is not None:

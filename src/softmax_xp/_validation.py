@@ -24,6 +24,7 @@ from ._compat import (
     default_float,
     device,
     dtype_kind,
+    exp_accurate_in_float32,
     is_array,
     library_of,
 )
@@ -36,8 +37,9 @@ class Call:
     """A validated call: the array, its namespace and every option normalised."""
 
     func: str
-    x: Array
+    x: Array  # as given (logsumexp: not yet broadcast with b nor promoted)
     xp: Namespace
+    shape: tuple[Any, ...]  # the shape the computation runs on (x and b jointly)
     axes: tuple[int, ...]  # sorted, non-negative
     where: Array | None  # boolean, broadcastable to x
     temperature: float | Array | None  # Python float > 0, or an array of xp
@@ -48,9 +50,12 @@ class Call:
 
     @property
     def empty(self) -> bool:
-        """Whether some reduced axis has length zero (nothing left in any slice)."""
-        shape = self.x.shape
-        return any(shape[a] == 0 for a in self.axes)
+        """Whether ``x`` has no elements: the result is a fill, nothing to compute.
+
+        A zero-length reduced axis leaves nothing in any slice; a zero-length
+        other axis leaves no slices. (Dask's reductions fail on both.)
+        """
+        return any(n == 0 for n in self.shape)
 
 
 def _fail(exc: type[Exception], func: str, text: str) -> Exception:
@@ -214,9 +219,9 @@ def _temperature(
 
 
 def _out_dtype(
-    func: str, xp: Namespace, x: Array, dtype: Any, dev: Any, *, complex_ok: bool
+    func: str, xp: Namespace, x_dtype: Any, dtype: Any, dev: Any, *, complex_ok: bool
 ) -> Any:
-    kind = dtype_kind(xp, x.dtype)
+    kind = dtype_kind(xp, x_dtype)
     if dtype is not None:
         if library_of(xp) in ("numpy", "dask", "cupy") and not isinstance(dtype, str):
             # accept scalar types such as np.float32 as well as dtype objects
@@ -234,20 +239,20 @@ def _out_dtype(
             msg = f"dtype={dtype!r} must be a real floating dtype of {library_of(xp)}"
             raise _fail(TypeError, func, msg)
         if kind == "complex floating":
-            msg = f"dtype={dtype!r} cannot hold the complex input of dtype {x.dtype}"
+            msg = f"dtype={dtype!r} cannot hold the complex input of dtype {x_dtype}"
             raise _fail(TypeError, func, msg)
         return dtype
     if kind in ("bool", "integral"):
         return default_float(xp, dev)
     if kind == "real floating" or (kind == "complex floating" and complex_ok):
-        return x.dtype
+        return x_dtype
     if kind == "complex floating":
         msg = (
-            f"x has the complex dtype {x.dtype}; {func} is defined for real input only "
+            f"x has the complex dtype {x_dtype}; {func} is defined for real input only "
             f"(logsumexp accepts complex input)"
         )
         raise _fail(TypeError, func, msg)
-    msg = f"x has the unsupported dtype {x.dtype}"
+    msg = f"x has the unsupported dtype {x_dtype}"
     raise _fail(TypeError, func, msg)
 
 
@@ -264,11 +269,12 @@ def prepare(
     arr, ns = _as_array(func, x, xp)
     dev = device(arr)
     shape = tuple(arr.shape)
-    out_dtype = _out_dtype(func, ns, arr, dtype, dev, complex_ok=False)
+    out_dtype = _out_dtype(func, ns, arr.dtype, dtype, dev, complex_ok=False)
     return Call(
         func=func,
         x=arr,
         xp=ns,
+        shape=shape,
         axes=_axes(func, axis, arr.ndim),
         where=_where(func, where, ns, shape, dev),
         temperature=_temperature(func, temperature, ns, shape, dev),
@@ -304,23 +310,23 @@ def prepare_logsumexp(
                 f"x of shape {tuple(arr.shape)}"
             )
             raise _fail(ValueError, func, msg)
-        if dtype is None:
-            # integers and bools become the default float first: the standard
-            # defines no promotion across kinds
-            fl = default_float(ns, dev)
-            xd, bd = arr.dtype, weights.dtype
-            xd = fl if dtype_kind(ns, xd) in ("bool", "integral") else xd
-            bd = fl if dtype_kind(ns, bd) in ("bool", "integral") else bd
-            promoted = ns.result_type(xd, bd)
-            if promoted != arr.dtype:
-                arr = ns.astype(arr, promoted)
-        if tuple(arr.shape) != joint:
-            arr = ns.broadcast_to(arr, joint)
+        # integers and bools become the default float first: the standard
+        # defines no promotion across kinds
+        fl = default_float(ns, dev)
+        xd, bd = arr.dtype, weights.dtype
+        xd = fl if dtype_kind(ns, xd) in ("bool", "integral") else xd
+        bd = fl if dtype_kind(ns, bd) in ("bool", "integral") else bd
+        x_dtype = ns.result_type(xd, bd)
         if tuple(weights.shape) != joint:
             weights = ns.broadcast_to(weights, joint)
-    shape = tuple(arr.shape)
-    out_dtype = _out_dtype(func, ns, arr, dtype, dev, complex_ok=True)
+        shape = joint
+    else:
+        x_dtype, shape = arr.dtype, tuple(arr.shape)
+    # x itself is neither cast nor broadcast here: the core masks it first
+    out_dtype = _out_dtype(func, ns, x_dtype, dtype, dev, complex_ok=True)
     compute = _compute_dtype(ns, out_dtype)
+    if compute == ns.float32 and not exp_accurate_in_float32(ns, dev):
+        compute = ns.float64
     if weights is not None:
         if is_array(weights):
             wkind = dtype_kind(ns, weights.dtype)
@@ -337,7 +343,8 @@ def prepare_logsumexp(
         func=func,
         x=arr,
         xp=ns,
-        axes=_axes(func, axis, arr.ndim),
+        shape=shape,
+        axes=_axes(func, axis, len(shape)),
         where=_where(func, where, ns, shape, dev),
         temperature=None,
         b=weights,

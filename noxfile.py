@@ -1,0 +1,131 @@
+"""Development sessions: one test session per backend, plus lint and types.
+
+``nox`` runs every session that needs no GPU (the CI matrix); ``nox -l`` lists
+them all. Arguments after ``--`` go to pytest, e.g. ``nox -s tests-numpy -- -x``.
+
+Environment variables:
+
+- ``SOFTMAX_XP_TORCH``: the torch requirement (default ``torch==2.13.0``). Keep
+  it exact: a bare ``torch`` makes pip fetch a multi-GB CUDA build.
+- ``SOFTMAX_XP_CUPY``, ``SOFTMAX_XP_TORCH_CUDA``, ``SOFTMAX_XP_JAX_GPU``: what
+  the GPU session installs (defaults ``cupy-cuda12x``, ``torch``, ``jax[cuda12]``).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import nox
+from packaging.requirements import Requirement
+
+nox.needs_version = ">=2025.2.9"
+# pip, not uv: pip finds the CPU torch wheel kept on disk, uv resolves a CUDA one.
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+
+ROOT = Path(__file__).resolve().parent
+REPORTS = ROOT / ".nox-reports"
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+TEST_DEPS = nox.project.dependency_groups(PYPROJECT, "test")
+DEV_DEPS = nox.project.dependency_groups(PYPROJECT, "dev")
+
+TORCH = shlex.split(os.environ.get("SOFTMAX_XP_TORCH", "torch==2.13.0"))
+CUPY = shlex.split(os.environ.get("SOFTMAX_XP_CUPY", "cupy-cuda12x"))
+TORCH_CUDA = shlex.split(os.environ.get("SOFTMAX_XP_TORCH_CUDA", "torch"))
+JAX_GPU = shlex.split(os.environ.get("SOFTMAX_XP_JAX_GPU", "jax[cuda12]"))
+
+
+def _dev_tool(name: str) -> str:
+    """The requirement for ``name`` as the ``dev`` group pins it."""
+    for req in DEV_DEPS:
+        if Requirement(req).name == name:
+            return req
+    msg = f"{name} is not in the dev dependency group of pyproject.toml"
+    raise LookupError(msg)
+
+
+def _pytest(
+    session: nox.Session, backends: str, *deps: str, test_deps: bool = True
+) -> None:
+    """Install the project, its test group and ``deps``; run pytest on ``backends``."""
+    session.install(*deps, ".", *(TEST_DEPS if test_deps else [_dev_tool("pytest")]))
+    REPORTS.mkdir(exist_ok=True)
+    report = REPORTS / f"{session.name}.xml"
+    report.unlink(missing_ok=True)
+    session.run(
+        "pytest",
+        f"--junitxml={report}",
+        "-o",
+        f"junit_suite_name={session.name}",
+        "--tb=short",
+        "--durations=5",
+        *session.posargs,
+        env={"SOFTMAX_XP_BACKENDS": backends},
+    )
+
+
+@nox.session(name="tests-numpy", tags=["tests"])
+def tests_numpy(session: nox.Session) -> None:
+    """The test suite on NumPy."""
+    _pytest(session, "numpy")
+
+
+@nox.session(name="tests-strict", tags=["tests"])
+def tests_strict(session: nox.Session) -> None:
+    """The test suite on array-api-strict (default and non-default device)."""
+    _pytest(session, "array_api_strict")
+
+
+@nox.session(name="tests-torch", tags=["tests"])
+def tests_torch(session: nox.Session) -> None:
+    """The test suite on PyTorch (CPU); torch from ``SOFTMAX_XP_TORCH``."""
+    _pytest(session, "torch", *TORCH)
+
+
+@nox.session(name="tests-jax", tags=["tests"])
+def tests_jax(session: nox.Session) -> None:
+    """The test suite on JAX (CPU)."""
+    _pytest(session, "jax", "jax[cpu]")
+
+
+@nox.session(name="tests-dask", tags=["tests"])
+def tests_dask(session: nox.Session) -> None:
+    """The test suite on Dask."""
+    _pytest(session, "dask", "dask[array]")
+
+
+@nox.session(name="tests-minimal", tags=["tests"])
+def tests_minimal(session: nox.Session) -> None:
+    """NumPy and array-api-compat only, plus pytest: optional test tools skip."""
+    _pytest(session, "numpy", test_deps=False)
+
+
+@nox.session(name="tests-cupy", tags=["tests", "gpu"], default=False)
+def tests_cupy(session: nox.Session) -> None:
+    """The test suite on the GPU: CuPy, torch on CUDA, JAX on the GPU."""
+    _pytest(session, "cupy,torch-cuda,jax-gpu", *CUPY, *TORCH_CUDA, *JAX_GPU)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: the lint rules and the formatting."""
+    session.install(_dev_tool("ruff"))
+    session.run("ruff", "check", *session.posargs)
+    session.run("ruff", "format", "--check", *session.posargs)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on src (numpy and array-api-compat installed so types resolve)."""
+    session.install(_dev_tool("mypy"), ".")
+    session.run("mypy", *session.posargs)
+
+
+@nox.session(default=False)
+def demo(session: nox.Session) -> None:
+    """``softmax-xp demo`` with every CPU backend installed."""
+    session.install(*TORCH, "jax[cpu]", "dask[array]", "array-api-strict", ".")
+    session.run("softmax-xp", "demo", *session.posargs)
