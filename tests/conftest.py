@@ -31,7 +31,14 @@ if importlib.util.find_spec("jax") is not None:
 
     jax.config.update("jax_enable_x64", True)
 
-CPU_BACKENDS = ("numpy", "array_api_strict", "array_api_strict-device1", "torch", "jax", "dask")
+CPU_BACKENDS = (
+    "numpy",
+    "array_api_strict",
+    "array_api_strict-device1",
+    "torch",
+    "jax",
+    "dask",
+)
 GPU_BACKENDS = ("cupy", "torch-cuda", "jax-gpu")
 _IMPORT_NAME = {
     "numpy": "numpy",
@@ -86,7 +93,9 @@ class Backend:
         if isinstance(obj, np.ndarray) and self.name == "dask":
             import dask.array as da
 
-            arr = da.from_array(obj, chunks=tuple(max(1, (s + 1) // 2) for s in obj.shape) or ())
+            arr = da.from_array(
+                obj, chunks=tuple(max(1, (s + 1) // 2) for s in obj.shape) or ()
+            )
             return arr if dtype is None else arr.astype(dtype)
         if self.device is None:
             return self.xp.asarray(obj, dtype=dtype)
@@ -115,7 +124,11 @@ class Backend:
         if name.startswith("array_api_strict"):
             import array_api_strict as xs
 
-            a = xs.asarray(a, device=xs.Device("CPU_DEVICE")) if self.device is not None else a
+            a = (
+                xs.asarray(a, device=xs.Device("CPU_DEVICE"))
+                if self.device is not None
+                else a
+            )
             return np.asarray(a._array).copy()
         out = np.asarray(a)
         if out.dtype.kind == "V" or out.dtype.name == "bfloat16":
@@ -143,13 +156,17 @@ def _make(name: str) -> Backend:
 
             dts["bfloat16"] = np.dtype(ml_dtypes.bfloat16)
         dts = {k: np.dtype(v) for k, v in dts.items()}
-        return Backend(name, xp, np, float_dtypes=dts, default_float=np.dtype(np.float64))
+        return Backend(
+            name, xp, np, float_dtypes=dts, default_float=np.dtype(np.float64)
+        )
     if name.startswith("array_api_strict"):
         import array_api_strict as xs
 
         dev = xs.Device("device1") if name.endswith("device1") else None
         dts = {"float32": xs.float32, "float64": xs.float64}
-        return Backend(name, xs, xs, device=dev, float_dtypes=dts, default_float=xs.float64)
+        return Backend(
+            name, xs, xs, device=dev, float_dtypes=dts, default_float=xs.float64
+        )
     if name in ("torch", "torch-cuda"):
         import array_api_compat.torch as xp
         import torch
@@ -165,14 +182,20 @@ def _make(name: str) -> Backend:
             "float16": torch.float16,
             "bfloat16": torch.bfloat16,
         }
-        return Backend(name, xp, torch, device=dev, float_dtypes=dts, default_float=torch.float32)
+        return Backend(
+            name, xp, torch, device=dev, float_dtypes=dts, default_float=torch.float32
+        )
     if name in ("jax", "jax-gpu"):
         import jax
         import jax.numpy as jnp
 
         dev = None
         if name == "jax-gpu":
-            gpus = [d for d in jax.devices() if d.platform == "gpu"] if jax.default_backend() == "gpu" else []
+            gpus = (
+                [d for d in jax.devices() if d.platform == "gpu"]
+                if jax.default_backend() == "gpu"
+                else []
+            )
             if not gpus:
                 pytest.skip("jax-gpu: no GPU device on this machine")
             dev = gpus[0]
@@ -183,13 +206,28 @@ def _make(name: str) -> Backend:
             "bfloat16": jnp.bfloat16,
         }
         dts = {k: jnp.dtype(v) for k, v in dts.items()}
-        return Backend(name, jnp, jnp, device=dev, float_dtypes=dts, jax=True, default_float=jnp.dtype(jnp.float64))
+        return Backend(
+            name,
+            jnp,
+            jnp,
+            device=dev,
+            float_dtypes=dts,
+            jax=True,
+            default_float=jnp.dtype(jnp.float64),
+        )
     if name == "dask":
         import array_api_compat.dask.array as xp
         import dask.array as da
 
         dts = {k: np.dtype(k) for k in ("float32", "float64", "float16")}
-        return Backend(name, xp, da, float_dtypes=dts, lazy=True, default_float=np.dtype(np.float64))
+        return Backend(
+            name,
+            xp,
+            da,
+            float_dtypes=dts,
+            lazy=True,
+            default_float=np.dtype(np.float64),
+        )
     if name == "cupy":
         if importlib.util.find_spec("cupy") is None:
             pytest.skip("cupy: not installed (needs a GPU)")
@@ -204,7 +242,9 @@ def _make(name: str) -> Backend:
         import array_api_compat.cupy as xp
 
         dts = {k: cupy.dtype(k) for k in ("float32", "float64", "float16")}
-        return Backend(name, xp, cupy, float_dtypes=dts, default_float=cupy.dtype("float64"))
+        return Backend(
+            name, xp, cupy, float_dtypes=dts, default_float=cupy.dtype("float64")
+        )
     msg = f"unknown backend {name!r}"
     raise ValueError(msg)
 
@@ -214,7 +254,11 @@ _CACHE: dict[str, Backend] = {}
 
 def get_backend(name: str) -> Backend:
     if name not in _CACHE:
-        if name in CPU_BACKENDS and EXPLICIT and importlib.util.find_spec(_IMPORT_NAME[name]) is None:
+        if (
+            name in CPU_BACKENDS
+            and EXPLICIT
+            and importlib.util.find_spec(_IMPORT_NAME[name]) is None
+        ):
             msg = f"backend {name!r} was selected by SOFTMAX_XP_BACKENDS but does not import"
             raise RuntimeError(msg)
         _CACHE[name] = _make(name)
@@ -240,4 +284,6 @@ def backend_selected(name: str) -> bool:
 
 def needs(name: str) -> Callable[[Any], Any]:
     """Mark a backend-specific test: skipped unless ``name`` is in this run's selection."""
-    return pytest.mark.skipif(name not in SELECTED, reason=f"{name} not selected in this run")
+    return pytest.mark.skipif(
+        name not in SELECTED, reason=f"{name} not selected in this run"
+    )

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from . import _generic
-from ._compat import Array, is_numpy
+from ._compat import Array, is_numpy, library_of
 from ._validation import Call, prepare, prepare_logsumexp
 
 __all__ = ["log_softmax", "logsumexp", "softmax", "softmin"]
@@ -18,6 +18,15 @@ def _as_numpy_array(call: Call, out: Any) -> Any:
     if is_numpy(call.xp) and not isinstance(out, np.ndarray):
         return np.asarray(out)
     return out
+
+
+def _run(kind: str, call: Call, **opts: Any) -> Any:
+    """Hand the validated call to the backend's fast path, or to the generic core."""
+    if library_of(call.xp) == "jax":
+        from ._fast import jax as fast_jax
+
+        return fast_jax.run(kind, call, **opts)
+    return getattr(_generic, kind)(call, **opts)
 
 
 def softmax(
@@ -86,7 +95,7 @@ def softmax(
     array([1., 0.])
     """
     call = prepare("softmax", x, axis, where, temperature, dtype, xp)
-    return _as_numpy_array(call, _generic.softmax(call))
+    return _as_numpy_array(call, _run("softmax", call))
 
 
 def softmin(
@@ -112,7 +121,7 @@ def softmin(
     array([0.66524096, 0.24472847, 0.09003057])
     """
     call = prepare("softmin", x, axis, where, temperature, dtype, xp)
-    return _as_numpy_array(call, _generic.softmax(call, negate=True))
+    return _as_numpy_array(call, _run("softmax", call, negate=True))
 
 
 def log_softmax(
@@ -142,7 +151,7 @@ def log_softmax(
     array([-inf, -inf])
     """
     call = prepare("log_softmax", x, axis, where, temperature, dtype, xp)
-    return _as_numpy_array(call, _generic.log_softmax(call))
+    return _as_numpy_array(call, _run("log_softmax", call))
 
 
 def logsumexp(
@@ -205,7 +214,7 @@ def logsumexp(
     array([1.31326169,       -inf])
     """
     call = prepare_logsumexp(x, axis, b, where, dtype, xp)
-    out = _generic.logsumexp(call, keepdims=keepdims, return_sign=return_sign)
+    out = _run("logsumexp", call, keepdims=keepdims, return_sign=return_sign)
     if isinstance(out, tuple):
         return _as_numpy_array(call, out[0]), _as_numpy_array(call, out[1])
     return _as_numpy_array(call, out)
