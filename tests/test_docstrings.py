@@ -20,7 +20,8 @@ pytestmark = needs("numpy")
 @pytest.mark.parametrize("name", softmax_xp.__all__[1:])
 def test_docstring_example_runs(name: str) -> None:
     func = getattr(_api, name)
-    assert func.__doc__ and ">>>" in func.__doc__, f"{name} has no example"
+    assert func.__doc__
+    assert ">>>" in func.__doc__, f"{name} has no example"
     finder = doctest.DocTestFinder(recurse=False)
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
     for test in finder.find(func, name, globs={}):
