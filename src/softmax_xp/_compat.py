@@ -30,8 +30,22 @@ __all__ = [
 Array = Any  # any array API array; a Protocol would buy little at runtime
 Namespace = ModuleType
 
-array_namespace = _c.array_namespace
 device = _c.device
+
+# array_namespace costs tens of microseconds per call; the answer depends only
+# on the array's type, so it is looked up once per type.
+_NAMESPACE_BY_TYPE: dict[type, Namespace] = {}
+
+
+def array_namespace(x: Any) -> Namespace:
+    """The array-api-compat namespace of ``x`` (``TypeError`` if unsupported)."""
+    cls = type(x)
+    ns = _NAMESPACE_BY_TYPE.get(cls)
+    if ns is None:
+        ns = _c.array_namespace(x)
+        _NAMESPACE_BY_TYPE[cls] = ns
+    return ns
+
 
 
 def is_array(x: Any) -> bool:
