@@ -283,7 +283,21 @@ def backend_selected(name: str) -> bool:
 
 
 def needs(name: str) -> Callable[[Any], Any]:
-    """Mark a backend-specific test: skipped unless ``name`` is in this run's selection."""
-    return pytest.mark.skipif(
-        name not in SELECTED, reason=f"{name} not selected in this run"
-    )
+    """Mark a backend-specific test: it runs only in runs that select ``name``.
+
+    Such tests are deselected (not skipped) elsewhere, so that a run's skips
+    are only what this machine lacks (a GPU, a dtype a backend does not have).
+    """
+    return pytest.mark.needs_backend(name)
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    keep, drop = [], []
+    for item in items:
+        marks = [m.args[0] for m in item.iter_markers("needs_backend")]
+        (drop if any(b not in SELECTED for b in marks) else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
