@@ -220,6 +220,10 @@ def _make(name: str) -> Backend:
         import dask.array as da
 
         dts = {k: np.dtype(k) for k in ("float32", "float64", "float16")}
+        if importlib.util.find_spec("ml_dtypes"):  # NumPy chunks: bfloat16 as on NumPy
+            import ml_dtypes
+
+            dts["bfloat16"] = np.dtype(ml_dtypes.bfloat16)
         return Backend(
             name,
             xp,
