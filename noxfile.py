@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent
 REPORTS = ROOT / ".nox-reports"
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 TEST_DEPS = nox.project.dependency_groups(PYPROJECT, "test")
+TEST_TOOLS = nox.project.dependency_groups(PYPROJECT, "test-tools")
 DEV_DEPS = nox.project.dependency_groups(PYPROJECT, "dev")
 
 TORCH = shlex.split(os.environ.get("SOFTMAX_XP_TORCH", "torch==2.13.0"))
@@ -51,7 +52,7 @@ def _pytest(
     session: nox.Session, backends: str, *deps: str, test_deps: bool = True
 ) -> None:
     """Install the project, its test group and ``deps``; run pytest on ``backends``."""
-    session.install(*deps, ".", *(TEST_DEPS if test_deps else [_dev_tool("pytest")]))
+    session.install(*deps, ".", *(TEST_DEPS if test_deps else TEST_TOOLS))
     REPORTS.mkdir(exist_ok=True)
     report = REPORTS / f"{session.name}.xml"
     report.unlink(missing_ok=True)
@@ -99,7 +100,8 @@ def tests_dask(session: nox.Session) -> None:
 
 @nox.session(name="tests-minimal", tags=["tests"])
 def tests_minimal(session: nox.Session) -> None:
-    """NumPy and array-api-compat only, plus pytest: optional test tools skip."""
+    """The runtime dependencies only (NumPy, array-api-compat) plus the test tools
+    (pytest, hypothesis, mpmath): no SciPy, ml_dtypes or array-api-strict."""
     _pytest(session, "numpy", test_deps=False)
 
 

@@ -47,7 +47,6 @@ def array_namespace(x: Any) -> Namespace:
     return ns
 
 
-
 def is_array(x: Any) -> bool:
     """Whether ``x`` is an array of a library that array-api-compat knows."""
     return bool(_c.is_array_api_obj(x))
