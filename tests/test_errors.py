@@ -311,6 +311,14 @@ def test_unsupported_x(kind, x):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_ragged_or_non_numeric_lists(kind):
+    """Lists that make no numeric array: our error, not NumPy's."""
+    raises(ValueError, kind, "x", [[1.0, 2.0], [3.0]])
+    raises(TypeError, kind, "x", ["a", "b"], also=("dtype",))
+    raises(TypeError, kind, "x", [None, 1.0], also=("dtype",))
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_unsupported_x_with_xp(be, kind):
     for x in UNSUPPORTED_X:
         raises(TypeError, kind, "x", x, xp=be.native)

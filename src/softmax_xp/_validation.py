@@ -77,7 +77,11 @@ def _as_array(func: str, x: Any, xp: Any) -> tuple[Array, Namespace]:
     if is_array(x):
         arr = x
     elif isinstance(x, numbers.Number | list | tuple):
-        arr = xp.asarray(x) if xp is not None else np.asarray(x)
+        try:
+            arr = xp.asarray(x) if xp is not None else np.asarray(x)
+        except (TypeError, ValueError) as err:  # ragged or non-numeric nesting
+            msg = f"x={_describe(x)} cannot be made into an array: {err}"
+            raise _fail(ValueError, func, msg) from err
     else:
         msg = (
             f"x must be an array of an array API library, a Python scalar, list or "
