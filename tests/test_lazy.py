@@ -29,15 +29,18 @@ NAN = np.nan
 # as plain loops over slices: masked entries are deleted before the maths.
 
 
+def _norm_axes(axis: Any, nd: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(nd))
+    if isinstance(axis, int):
+        return (axis % nd,)
+    return tuple(ax % nd for ax in axis)
+
+
 def _slices(a: np.ndarray, axis: Any) -> tuple[np.ndarray, tuple[int, ...]]:
     """``a`` as (n_slices, slice_len) with the reduced axes last; and the kept shape."""
     nd = a.ndim
-    if axis is None:
-        axes: tuple[int, ...] = tuple(range(nd))
-    elif isinstance(axis, int):
-        axes = (axis % nd,)
-    else:
-        axes = tuple(ax % nd for ax in axis)
+    axes = _norm_axes(axis, nd)
     kept = tuple(i for i in range(nd) if i not in axes)
     moved = np.transpose(a, kept + axes)
     kept_shape = tuple(a.shape[i] for i in kept)
@@ -47,12 +50,7 @@ def _slices(a: np.ndarray, axis: Any) -> tuple[np.ndarray, tuple[int, ...]]:
 
 def _unslice(rows: np.ndarray, like: np.ndarray, axis: Any) -> np.ndarray:
     nd = like.ndim
-    if axis is None:
-        axes: tuple[int, ...] = tuple(range(nd))
-    elif isinstance(axis, int):
-        axes = (axis % nd,)
-    else:
-        axes = tuple(ax % nd for ax in axis)
+    axes = _norm_axes(axis, nd)
     kept = tuple(i for i in range(nd) if i not in axes)
     perm = kept + axes
     moved_shape = tuple(like.shape[i] for i in perm)
