@@ -12,14 +12,13 @@ import pytest
 from conftest import needs
 
 import softmax_xp
-from softmax_xp import _api
 
 pytestmark = needs("numpy")
 
 
 @pytest.mark.parametrize("name", softmax_xp.__all__[1:])
 def test_docstring_example_runs(name: str) -> None:
-    func = getattr(_api, name)
+    func = getattr(softmax_xp, name)
     assert func.__doc__
     assert ">>>" in func.__doc__, f"{name} has no example"
     finder = doctest.DocTestFinder(recurse=False)

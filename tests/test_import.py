@@ -172,6 +172,7 @@ def test_package_is_typed() -> None:
 def test_public_names() -> None:
     assert set(sx.__all__) == {
         "__version__",
+        "force_generic",
         "log_softmax",
         "logsumexp",
         "softmax",

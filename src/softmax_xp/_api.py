@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _generic
-from ._compat import Array, is_numpy, library_of
+from . import _fast, _generic
+from ._compat import Array, is_numpy
 from ._validation import Call, prepare, prepare_logsumexp
 
 __all__ = ["log_softmax", "logsumexp", "softmax", "softmin"]
@@ -22,10 +22,16 @@ def _as_numpy_array(call: Call, out: Any) -> Any:
 
 def _run(kind: str, call: Call, **opts: Any) -> Any:
     """Hand the validated call to the backend's fast path, or to the generic core."""
-    if library_of(call.xp) == "jax":
-        from ._fast import jax as fast_jax
-
-        return fast_jax.run(kind, call, **opts)
+    if _fast.generic_forced():
+        runner = _fast.generic_runner_for(call.xp)
+        if runner is not None:
+            return runner(kind, call, **opts)
+    else:
+        runner = _fast.runner_for(call.xp)
+        if runner is not None:
+            out = runner(kind, call, **opts)
+            if out is not NotImplemented:
+                return out
     return getattr(_generic, kind)(call, **opts)
 
 

@@ -1,4 +1,118 @@
 """Optional fast paths, one module per backend, imported only for that backend's arrays.
 
-Each is an optimisation of :mod:`softmax_xp._generic` and must give its answers.
+Each module ``_fast/<library>.py`` exposes ``run(kind, call, **opts)`` with
+``kind`` one of ``"softmax"``, ``"log_softmax"``, ``"logsumexp"`` and the
+options of the matching function of :mod:`softmax_xp._generic`. It is an
+optimisation of that function and must give its answer; for a configuration it
+does not cover it returns ``NotImplemented`` and the generic core runs instead.
+
+The choice is made once per namespace and cached, so a call on a small array
+pays one dictionary lookup for it. A backend module is imported only when an
+array of its library arrives (so the library is already imported).
+
+:func:`force_generic` turns every fast path off, for tests and for users
+chasing a discrepancy; so does the environment variable
+``SOFTMAX_XP_FORCE_GENERIC=1`` for a whole process.
 """
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .._compat import Namespace, library_of
+
+__all__ = ["force_generic", "generic_forced", "path_of", "runner_for"]
+
+Runner = Callable[..., Any]
+
+# libraries with a fast path; CuPy has none yet (no GPU to test a kernel on)
+_MODULES = {
+    "numpy": "numpy",
+    "torch": "torch",
+    "jax": "jax",
+    "dask": "dask",
+}
+
+_FORCED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "softmax_xp_force_generic",
+    default=os.environ.get("SOFTMAX_XP_FORCE_GENERIC", "").strip().lower()
+    in {"1", "true", "yes", "on"},
+)
+
+_RUNNERS: dict[Namespace, Runner | None] = {}
+_GENERIC_RUNNERS: dict[Namespace, Runner | None] = {}
+
+
+@contextlib.contextmanager
+def force_generic(enabled: bool = True) -> Iterator[None]:
+    """Run every call in this block on the generic array-API core.
+
+    The fast paths are optimisations that must give the generic answer; this
+    switch is for tests and for chasing a discrepancy. It holds for the current
+    thread (or asyncio task) only; ``SOFTMAX_XP_FORCE_GENERIC=1`` in the
+    environment turns the fast paths off for the whole process.
+
+    On JAX the generic core still runs under ``jax.jit`` (compiling changes no
+    formula; eager JAX would compile each operation separately), but without
+    the custom derivative rules of the fast path.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softmax_xp as sx
+    >>> with sx.force_generic():
+    ...     sx.softmax(np.asarray([0.0, 0.0]))
+    array([0.5, 0.5])
+    """
+    if not isinstance(enabled, bool):
+        msg = f"force_generic: enabled={enabled!r} must be a bool"  # type: ignore[unreachable]
+        raise TypeError(msg)
+    token = _FORCED.set(enabled)
+    try:
+        yield
+    finally:
+        _FORCED.reset(token)
+
+
+def generic_forced() -> bool:
+    """Whether the fast paths are switched off here."""
+    return _FORCED.get()
+
+
+def _load(xp: Namespace, attr: str) -> Runner | None:
+    name = _MODULES.get(library_of(xp))
+    if name is None:
+        return None
+    module = importlib.import_module(f"{__name__}.{name}")
+    runner: Runner | None = getattr(module, attr, None)
+    return runner
+
+
+def runner_for(xp: Namespace) -> Runner | None:
+    """The fast path for ``xp``'s arrays, or ``None`` (cached per namespace)."""
+    try:
+        return _RUNNERS[xp]
+    except KeyError:
+        runner = _RUNNERS[xp] = _load(xp, "run")
+        return runner
+
+
+def generic_runner_for(xp: Namespace) -> Runner | None:
+    """How ``xp`` runs the generic core when it is forced, if not plainly (JAX: jitted)."""
+    try:
+        return _GENERIC_RUNNERS[xp]
+    except KeyError:
+        runner = _GENERIC_RUNNERS[xp] = _load(xp, "run_generic")
+        return runner
+
+
+def path_of(xp: Namespace) -> str:
+    """``"fast"`` or ``"generic"``: the path ``xp``'s arrays take here and now."""
+    if generic_forced() or runner_for(xp) is None:
+        return "generic"
+    return "fast"

@@ -63,3 +63,7 @@ def run(kind: str, call: Call, **opts: Any) -> Any:
 
 class _Present:
     """Marks an optional array argument as given, in the cache key."""
+
+
+# force_generic() on JAX: the same jitted generic core (custom_jvp comes with the fast path)
+run_generic = run
