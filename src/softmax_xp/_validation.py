@@ -266,10 +266,65 @@ def _compute_dtype(xp: Namespace, out_dtype: Any) -> Any:
     return out_dtype
 
 
+# What a plain call (no dtype=, no xp=) derives from x's type, dtype and device
+# alone, cached: on small arrays validation would otherwise cost as much as the
+# computation. Filled only after the full checks have passed once for that key.
+_PLAIN: dict[tuple[Any, ...], tuple[Namespace, Any, Any]] = {}
+_AXES: dict[tuple[Any, int], tuple[int, ...]] = {}
+
+
+def _plain_key(x: Any) -> tuple[Any, ...] | None:
+    try:
+        key = (type(x), x.dtype, device(x))
+        hash(key)
+    except Exception:  # noqa: BLE001 - not an array, or an unhashable device
+        return None
+    return key
+
+
+def _cached_axes(func: str, axis: Any, ndim: int) -> tuple[int, ...]:
+    if type(axis) is int:  # bools and other index types take the full check
+        key = (axis, ndim)
+        axes = _AXES.get(key)
+        if axes is None:
+            axes = _AXES[key] = _axes(func, axis, ndim)
+        return axes
+    return _axes(func, axis, ndim)
+
+
 def prepare(
     func: str, x: Any, axis: Any, where: Any, temperature: Any, dtype: Any, xp: Any
 ) -> Call:
     """Validate the arguments of softmax, log_softmax or softmin."""
+    if dtype is None and xp is None and where is None and temperature is None:
+        key = _plain_key(x)
+        facts = None if key is None else _PLAIN.get(key)
+        if key is not None and facts is not None:
+            ns, out_dtype, compute_dtype = facts
+            shape = tuple(x.shape)
+            return Call(
+                func=func,
+                x=x,
+                xp=ns,
+                shape=shape,
+                axes=_cached_axes(func, axis, len(shape)),
+                where=None,
+                temperature=None,
+                b=None,
+                out_dtype=out_dtype,
+                compute_dtype=compute_dtype,
+                device=key[2],
+            )
+        call = _prepare(func, x, axis, where, temperature, dtype, xp)
+        if key is not None:
+            _PLAIN[key] = (call.xp, call.out_dtype, call.compute_dtype)
+        return call
+    return _prepare(func, x, axis, where, temperature, dtype, xp)
+
+
+def _prepare(
+    func: str, x: Any, axis: Any, where: Any, temperature: Any, dtype: Any, xp: Any
+) -> Call:
     arr, ns = _as_array(func, x, xp)
     dev = device(arr)
     shape = tuple(arr.shape)
