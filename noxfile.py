@@ -32,6 +32,7 @@ PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 TEST_DEPS = nox.project.dependency_groups(PYPROJECT, "test")
 TEST_TOOLS = nox.project.dependency_groups(PYPROJECT, "test-tools")
 DEV_DEPS = nox.project.dependency_groups(PYPROJECT, "dev")
+BENCH_DEPS = nox.project.dependency_groups(PYPROJECT, "bench")
 
 TORCH = shlex.split(os.environ.get("SOFTMAX_XP_TORCH", "torch==2.13.0"))
 CUPY = shlex.split(os.environ.get("SOFTMAX_XP_CUPY", "cupy-cuda12x"))
@@ -131,3 +132,21 @@ def demo(session: nox.Session) -> None:
     """``softmax-xp demo`` with every CPU backend installed."""
     session.install(*TORCH, "jax[cpu]", "dask[array]", "array-api-strict", ".")
     session.run("softmax-xp", "demo", *session.posargs)
+
+
+def _bench(session: nox.Session, *args: str) -> None:
+    """Install every CPU backend and the suite's peers; run benchmarks/run.py."""
+    session.install(*TORCH, "jax[cpu]", "dask[array]", ".", *BENCH_DEPS)
+    session.run("python", "benchmarks/run.py", *args, *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """The benchmark suite at full size (minutes); see benchmarks/README.md."""
+    _bench(session)
+
+
+@nox.session(name="bench-quick")
+def bench_quick(session: nox.Session) -> None:
+    """The benchmark suite scaled down (under a minute): proves it runs, judges no speed."""
+    _bench(session, "--quick")

@@ -1,0 +1,183 @@
+"""The softmax-xp benchmark suite: ours against the peers and the floors, in one run.
+
+``python benchmarks/run.py --help`` for the options; README.md in this folder
+for what is measured and how. The logic lives here so that a ``softmax-xp
+bench`` subcommand can call :func:`main` (or :func:`run_suite`) directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._cases import BACKENDS, FULL_LAYOUTS, KINDS, QUICK_LAYOUTS, parse_layouts
+from ._report import evaluate_targets, format_report, plot, write_json
+from ._suite import Config, run_suite
+
+__all__ = ["Config", "build_parser", "config_from_args", "main", "run_suite"]
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository (benchmarks/..)
+DEFAULT_OUT = ROOT / "benchmarks" / "results"
+DTYPES = ("float16", "float32", "float64")
+
+
+def _csv(choices: Sequence[str]) -> Any:
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+        bad = [s for s in items if s not in choices]
+        if bad or not items:
+            msg = f"{', '.join(bad) or 'none given'}; choose from {', '.join(choices)}"
+            raise argparse.ArgumentTypeError(msg)
+        return items
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/run.py",
+        description=(
+            "Time softmax-xp against scipy.special, torch, jax.nn and the "
+            "np.exp / copy floors; print a ratio table and the issue's targets, "
+            "write JSON and a PNG plot."
+        ),
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="shapes 64x smaller, 3 short repeats: proves the suite works (CI)",
+    )
+    parser.add_argument(
+        "--backends",
+        type=_csv(BACKENDS),
+        default=BACKENDS,
+        help=f"comma-separated, default all: {','.join(BACKENDS)} "
+        "(the np.exp/copy floors always run; scipy comes with numpy)",
+    )
+    parser.add_argument(
+        "--shapes",
+        help="comma-separated ROWSxCOLS[:AXIS], e.g. 4096x4096,4096x4096:0,16777216 "
+        "(default: the issue's six layouts, scaled down 64x with --quick)",
+    )
+    parser.add_argument(
+        "--dtypes",
+        type=_csv(DTYPES),
+        default=("float32", "float64"),
+        help="comma-separated, default float32,float64",
+    )
+    parser.add_argument(
+        "--kinds",
+        type=_csv(KINDS),
+        default=KINDS,
+        help=f"comma-separated, default {','.join(KINDS)}",
+    )
+    parser.add_argument(
+        "--repeat", type=int, help="timed batches per candidate (default 7; quick 3)"
+    )
+    parser.add_argument(
+        "--min-time",
+        type=float,
+        help="seconds one batch lasts at least (default 0.05; quick 0.002)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        help="seconds per candidate after which it stops at 3 repeats "
+        "(quick: 1) (default 3; quick 0.1)",
+    )
+    parser.add_argument(
+        "--torch-threads", type=int, help="torch.set_num_threads(N) before timing"
+    )
+    parser.add_argument(
+        "--generic",
+        action="store_true",
+        help="also time ours under softmax_xp.force_generic() (the generic path)",
+    )
+    parser.add_argument(
+        "--in-jit",
+        action=argparse.BooleanOptionalAction,
+        help="JAX: also time ours inside jax.jit (default on; off with --quick, "
+        "where its compilations cost about a third of the run)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="input RNG seed")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"output folder for JSON and PNG (default {DEFAULT_OUT})",
+    )
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    return parser
+
+
+def _default(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    known = QUICK_LAYOUTS if args.quick else FULL_LAYOUTS
+    layouts = parse_layouts(args.shapes, known) if args.shapes else known
+    quick = bool(args.quick)
+    repeat = _default(args.repeat, 3 if quick else 7)
+    min_time = _default(args.min_time, 0.002 if quick else 0.05)
+    budget = _default(args.budget, 0.1 if quick else 3.0)
+    if repeat < 1 or min_time < 0 or budget < 0:
+        msg = "--repeat must be at least 1; --min-time and --budget not negative"
+        raise ValueError(msg)
+    return Config(
+        layouts=layouts,
+        dtypes=args.dtypes,
+        backends=args.backends,
+        kinds=args.kinds,
+        repeat=repeat,
+        min_time=min_time,
+        budget=budget,
+        min_repeat=min(repeat, 1 if quick else 3),
+        quick=quick,
+        generic=args.generic,
+        in_jit=not quick if args.in_jit is None else args.in_jit,
+        torch_threads=args.torch_threads,
+        seed=args.seed,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the suite from a command line; 0 unless a candidate raised.
+
+    A missed target never changes the status: CI proves that the suite runs,
+    it does not judge speed on a shared machine.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    import softmax_xp as sx
+
+    result = run_suite(config, sx, ROOT)
+    result["targets"] = evaluate_targets(result)
+    print(format_report(result))
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stem = f"bench-{result['mode']}-{stamp}"
+    json_path = out / f"{stem}.json"
+    write_json(result, json_path)
+    print(f"\nJSON: {json_path}")
+    if not args.no_plot:
+        png_path = out / f"{stem}.png"
+        why = plot(result, png_path)
+        print(f"PNG: {png_path}" if why is None else f"note: {why}")
+    if result["errors"]:
+        print(
+            f"{len(result['errors'])} candidate(s) raised; see 'errors' above",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -1,0 +1,498 @@
+"""What a run prints and writes: the ratio table, the targets, JSON, a PNG plot."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TARGETS",
+    "Target",
+    "evaluate_targets",
+    "format_report",
+    "plot",
+    "write_json",
+]
+
+Record = dict[str, Any]
+
+
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def fmt_bytes(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _fmt_percent(r: float | None) -> str:
+    return "-" if r is None else f"{100 * r:.0f}%"
+
+
+def _fmt_ratio(r: float | None) -> str:
+    return "-" if r is None else f"{r:.2f}"
+
+
+class Index:
+    """Find a record by what it measured."""
+
+    def __init__(self, records: Iterable[Record]) -> None:
+        self.by_key: dict[tuple[Any, ...], Record] = {}
+        for r in records:
+            key = (r["layout"], r["dtype"], r["backend"], r["impl"], r["kind"])
+            self.by_key[key] = r
+
+    def get(
+        self, layout: str, dtype: str, backend: str, impl: str, kind: str | None
+    ) -> Record | None:
+        return self.by_key.get((layout, dtype, backend, impl, kind))
+
+    def median(self, *key: Any) -> float | None:
+        r = self.get(*key)
+        return None if r is None else r.get("median_s")
+
+
+def _floors(
+    recs: Sequence[Record], copy: bool = False
+) -> dict[str, tuple[str, float | None]]:
+    """backend -> (exp floor's name, its median) for one group; the copy's if asked."""
+    out: dict[str, tuple[str, float | None]] = {}
+    for r in recs:
+        if r["role"] == "floor" and (r["impl"] == "copy") == copy:
+            out[r["backend"]] = (r["impl"], r.get("median_s"))
+    return out
+
+
+def _groups(records: Sequence[Record]) -> dict[tuple[str, str], list[Record]]:
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for r in records:
+        groups.setdefault((r["layout"], r["dtype"]), []).append(r)
+    return groups
+
+
+def table_rows(result: Record) -> list[dict[str, Any]]:
+    """One row per (group, kind, ours-like candidate): ours, peer and the ratios."""
+    records = result["records"]
+    index = Index(records)
+    rows = []
+    for (layout, dtype), recs in _groups(records).items():
+        floors = _floors(recs)
+        copies = _floors(recs, copy=True)
+        for r in recs:
+            if r["role"] not in {"ours", "variant"}:
+                continue
+            peer = r["peer"]
+            peer_rec = (
+                index.get(layout, dtype, peer[0], peer[1], r["kind"]) if peer else None
+            )
+            floor_name, floor_t = floors.get(r["floor"], ("-", None))
+            copy_t = copies.get(r["floor"], ("-", None))[1]
+            ours_t = r.get("median_s")
+            peer_t = peer_rec.get("median_s") if peer_rec else None
+            rows.append(
+                {
+                    "layout": layout,
+                    "dtype": dtype,
+                    "kind": r["kind"],
+                    "row": r["label"],
+                    "ours_s": ours_t,
+                    "peer": _peer_name(peer, r["kind"]) if peer else "-",
+                    "peer_s": peer_t,
+                    "ours_over_peer": _ratio(ours_t, peer_t),
+                    "floor": floor_name,
+                    "ours_over_floor": _ratio(ours_t, floor_t),
+                    # a softmax moves the bytes a copy moves (one read, one write)
+                    "copy_bandwidth_fraction": _ratio(copy_t, ours_t),
+                    "check": _check_text(r),
+                }
+            )
+    return rows
+
+
+def _peer_name(peer: Sequence[str], kind: str) -> str:
+    backend, impl = peer
+    if impl == "softmax_xp":
+        return f"ours on {backend}"
+    if impl == "jax.nn (jit)":
+        return f"jit(jax.nn.{kind})"
+    return f"{impl}.{kind}"
+
+
+def _check_text(r: Record) -> str:
+    if r.get("error"):
+        return "ERROR"
+    check = r.get("check") or {}
+    if not check:
+        return "-"
+    if check.get("reference"):
+        return "ref"
+    return "ok" if check.get("ok") else "MISMATCH"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of the issue: ours against a peer or a floor, on one case."""
+
+    title: str
+    case: str
+    dtype: str
+    kind: str
+    ours: tuple[str, str]  # (backend, impl)
+    ref: tuple[str, str, bool]  # (backend, impl, is a floor)
+    mode: str  # "speedup": ref / ours >= bound; "ratio": ours / ref <= bound
+    bound: float
+
+
+_NP = ("numpy", "softmax_xp")
+_SCIPY = ("numpy", "scipy.special", False)
+
+
+def _vs_scipy(case: str, label: str, dtype: str, kind: str, bound: float) -> Target:
+    """Our NumPy path at least ``bound`` times faster than scipy.special."""
+    title = f"NumPy {kind} {label} {dtype} vs scipy"
+    return Target(title, case, dtype, kind, _NP, _SCIPY, "speedup", bound)
+
+
+def _at_most(title: str, ours: str, ref: tuple[str, str, bool], bound: float) -> Target:
+    """Ours (softmax on ``ours``' backend, 4096x4096 f32) within ``bound`` x ``ref``."""
+    kind = "log_softmax" if "log_softmax" in title else "softmax"
+    return Target(
+        title, "square", "float32", kind, (ours, "softmax_xp"), ref, "ratio", bound
+    )
+
+
+TARGETS = (
+    _vs_scipy("square", "4096x4096", "float32", "softmax", 1.8),
+    _at_most(
+        "NumPy softmax 4096x4096 float32 vs np.exp floor",
+        "numpy",
+        ("numpy", "np.exp", True),
+        3.0,
+    ),
+    _vs_scipy("square-axis0", "4096x4096 axis 0", "float32", "softmax", 1.5),
+    _vs_scipy("tall", "1000000x64", "float32", "softmax", 1.5),
+    _vs_scipy("wide", "64x1000000", "float32", "softmax", 1.5),
+    Target(
+        "NumPy softmax 8x128 float32 vs scipy (call overhead)",
+        "tiny",
+        "float32",
+        "softmax",
+        _NP,
+        _SCIPY,
+        "ratio",
+        1.0,
+    ),
+    _vs_scipy("square", "4096x4096", "float32", "logsumexp", 3.0),
+    _vs_scipy("square", "4096x4096", "float64", "logsumexp", 3.0),
+    _at_most(
+        "torch softmax 4096x4096 float32 vs torch.softmax",
+        "torch",
+        ("torch", "torch", False),
+        1.15,
+    ),
+    _at_most(
+        "torch log_softmax 4096x4096 float32 vs torch.log_softmax",
+        "torch",
+        ("torch", "torch", False),
+        1.15,
+    ),
+    _at_most(
+        "JAX softmax 4096x4096 float32 vs jit(jax.nn.softmax)",
+        "jax",
+        ("jax", "jax.nn (jit)", False),
+        1.1,
+    ),
+    _at_most(
+        "Dask softmax 4096x4096 float32 in (512, 4096) chunks vs our NumPy",
+        "dask",
+        (*_NP, False),
+        1.5,
+    ),
+)
+
+
+def evaluate_targets(result: Record) -> list[dict[str, Any]]:
+    """Each target: the measured ratio and met / not met (None: not measured)."""
+    records = result["records"]
+    index = Index(records)
+    layouts = {r["case"]: r["layout"] for r in records if r.get("case")}
+    out = []
+    for t in TARGETS:
+        entry: dict[str, Any] = {
+            "title": t.title,
+            "mode": t.mode,
+            "bound": t.bound,
+            "value": None,
+            "met": None,
+        }
+        layout = layouts.get(t.case)
+        if layout is None:
+            entry["note"] = "case not in this run"
+            out.append(entry)
+            continue
+        entry["layout"] = layout
+        if not any(k[:2] == (layout, t.dtype) for k in index.by_key):
+            entry["note"] = f"{t.dtype} not in this run"
+            out.append(entry)
+            continue
+        ours = index.median(layout, t.dtype, *t.ours, t.kind)
+        ref = index.median(
+            layout, t.dtype, t.ref[0], t.ref[1], None if t.ref[2] else t.kind
+        )
+        if ours is None or ref is None:
+            missing = t.ours if ours is None else t.ref[:2]
+            entry["note"] = (
+                f"{' '.join(missing)} not measured ({_why(result, missing[0])})"
+            )
+        else:
+            value = ref / ours if t.mode == "speedup" else ours / ref
+            entry["value"] = value
+            entry["met"] = value >= t.bound if t.mode == "speedup" else value <= t.bound
+        out.append(entry)
+    return out
+
+
+def _why(result: Record, backend: str) -> str:
+    for s in result.get("skipped", []):
+        if s["backend"] == backend:
+            return s["reason"]
+    if backend not in result["config"]["backends"]:
+        return "not selected"
+    if any(e["backend"] == backend for e in result.get("errors", [])):
+        return "it raised: see errors"
+    return "skipped or failed"
+
+
+def format_report(result: Record) -> str:
+    """The ratio table, the floors and the targets, as printed."""
+    lines = []
+    m = result["machine"]
+    lines.append(
+        f"softmax-xp benchmarks ({result['mode']} mode), {result['date']}: "
+        f"{m['cpu_model']}, {m['cpus_usable'] or m['cpu_count']} CPUs, "
+        f"Python {m['python']}"
+    )
+    threads = result.get("backends", {}).get("torch", {}).get("num_threads")
+    if threads is not None:
+        lines.append(f"torch CPU threads: {threads}")
+    lines.append(
+        "times are medians of the repeats; ours/peer < 1 means ours is faster; "
+        "floor = exp with out= on the same input"
+    )
+    records = result["records"]
+    index = Index(records)
+    rows = table_rows(result)
+    header = (
+        f"  {'kind':<12} {'backend':<18} {'ours':>10}  {'peer':<30} {'peer time':>10} "
+        f"{'ours/peer':>9} {'ours/floor':>10} {'copy BW':>7}  check"
+    )
+    for (layout, dtype), recs in _groups(records).items():
+        nbytes = recs[0]["nbytes"]
+        floor_text = "   ".join(
+            f"{r['backend']} {r['impl']} {fmt_time(r.get('median_s'))}"
+            + (f" ({r['gbytes_per_s']:.1f} GB/s)" if r.get("gbytes_per_s") else "")
+            for r in recs
+            if r["role"] == "floor"
+        )
+        lines.append("")
+        lines.append(f"{layout} {dtype} ({fmt_bytes(nbytes)})   floors: {floor_text}")
+        lines.append(header)
+        for row in rows:
+            if (row["layout"], row["dtype"]) != (layout, dtype):
+                continue
+            lines.append(
+                f"  {row['kind']:<12} {row['row']:<18} {fmt_time(row['ours_s']):>10}  "
+                f"{row['peer']:<30} {fmt_time(row['peer_s']):>10} "
+                f"{_fmt_ratio(row['ours_over_peer']):>9} "
+                f"{_fmt_ratio(row['ours_over_floor']):>10} "
+                f"{_fmt_percent(row['copy_bandwidth_fraction']):>7}  {row['check']}"
+            )
+        peers_only = [
+            r
+            for r in recs
+            if r["role"] == "peer"
+            and index.get(layout, dtype, r["backend"], "softmax_xp", r["kind"]) is None
+        ]
+        for r in peers_only:
+            lines.append(f"  {r['kind']:<12} {r['backend']:<18} {'-':>10}  {r['impl']}")
+    lines.append("")
+    lines.append("targets (issue 3; ratios of medians measured in this run):")
+    if result["mode"] == "quick":
+        lines.append("  quick mode: the cases are scaled down 64x; indicative only")
+    for t in result["targets"]:
+        status = {True: "met", False: "NOT MET", None: "n/a"}[t["met"]]
+        what = "peer/ours" if t["mode"] == "speedup" else "ours/ref"
+        sign = ">=" if t["mode"] == "speedup" else "<="
+        if t["value"] is None:
+            lines.append(f"  {status:<8} {t['title']}: {t.get('note', '')}")
+        else:
+            lines.append(
+                f"  {status:<8} {t['title']}: {what} = {t['value']:.3f}x "
+                f"(target {sign} {t['bound']:.2f}x)"
+            )
+    if result.get("skipped"):
+        lines.append("")
+        lines.append("skipped:")
+        lines += [
+            f"  {s['backend']} {s['impl']}: {s['reason']}" for s in result["skipped"]
+        ]
+    mismatches = [r for r in rows if r["check"] == "MISMATCH"]
+    if mismatches:
+        lines.append("")
+        lines.append(
+            f"warning: {len(mismatches)} result(s) disagree with the reference "
+            "(see 'check' in the JSON)"
+        )
+    if result.get("errors"):
+        lines.append("")
+        lines.append("errors (the same error on several inputs is listed once):")
+        seen: dict[tuple[str, str, str], list[str]] = {}
+        for e in result["errors"]:
+            key = (e["backend"], e.get("impl", ""), e["error"])
+            seen.setdefault(key, []).append(
+                f"{e['layout']} {e['dtype']} {e.get('kind') or ''}".strip()
+            )
+        for (backend, impl, error), where in seen.items():
+            more = f" and {len(where) - 1} more" if len(where) > 1 else ""
+            lines.append(f"  {backend} {impl} on {where[0]}{more}: {error}")
+    lines.append("")
+    lines.append(
+        f"{result['duration_s']:.0f} s; load average {result['loadavg_start']} -> "
+        f"{result['loadavg_end']}"
+    )
+    return "\n".join(lines)
+
+
+def write_json(result: Record, path: Path) -> None:
+    path.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+
+
+_KIND_COLOURS = {
+    "softmax": "tab:blue",
+    "log_softmax": "tab:orange",
+    "logsumexp": "tab:green",
+}
+
+
+def plot(result: Record, path: Path) -> str | None:
+    """Throughput (input GB/s) per case, grouped by backend, floors as lines.
+
+    Returns ``None`` when written, else why not (matplotlib missing).
+    """
+    try:
+        import matplotlib as mpl
+
+        mpl.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        return f"matplotlib is not importable ({exc}); no PNG written"
+    records = [r for r in result["records"] if r.get("gbytes_per_s")]
+    groups = _groups(records)
+    layouts = list(dict.fromkeys(k[0] for k in groups))
+    dtypes = list(dict.fromkeys(k[1] for k in groups))
+    if not groups:
+        return "nothing was timed; no PNG written"
+    fig, axes = plt.subplots(
+        len(layouts),
+        len(dtypes),
+        figsize=(6.5 * len(dtypes), 2.9 * len(layouts)),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    kinds = [k for k in _KIND_COLOURS if any(r["kind"] == k for r in records)]
+    for i, layout in enumerate(layouts):
+        for j, dtype in enumerate(dtypes):
+            ax = axes[i][j]
+            recs = groups.get((layout, dtype), [])
+            notes = _plot_group(ax, recs, kinds)
+            title = f"{layout} {dtype}" + (
+                f" ({notes}, off the scale)" if notes else ""
+            )
+            ax.set_title(title, fontsize=9)
+            if j == 0:
+                ax.set_ylabel("input GB/s")
+    handles = (
+        [mpl.patches.Patch(color=_KIND_COLOURS[k], label=f"{k} (ours)") for k in kinds]
+        + [
+            mpl.patches.Patch(
+                facecolor="white",
+                edgecolor=_KIND_COLOURS[k],
+                hatch="///",
+                label=f"{k} (peer)",
+            )
+            for k in kinds
+        ]
+        + [
+            mpl.lines.Line2D([], [], color="black", ls="--", label="exp floor"),
+            mpl.lines.Line2D([], [], color="grey", ls=":", label="copy"),
+        ]
+    )
+    fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8)
+    fig.suptitle(
+        f"softmax-xp {result['mode']} benchmarks, {result['date']}, "
+        f"{result['machine']['cpu_model']}",
+        fontsize=9,
+    )
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return None
+
+
+def _plot_group(ax: Any, recs: Sequence[Record], kinds: Sequence[str]) -> str:
+    """Draw one panel; the floors too high to draw come back as text."""
+    ours = [r for r in recs if r["role"] in {"ours", "variant"}]
+    columns = list(dict.fromkeys(r["label"] for r in ours))
+    width = 0.8 / max(1, 2 * len(kinds))
+    peer_of = {
+        (r["backend"], r["impl"], r["kind"]): r for r in recs if r["role"] == "peer"
+    }
+    for c, column in enumerate(columns):
+        for k, kind in enumerate(kinds):
+            mine = next(
+                (r for r in ours if r["label"] == column and r["kind"] == kind), None
+            )
+            if mine is None:
+                continue
+            x0 = c - 0.4 + (2 * k + 0.5) * width
+            ax.bar(x0, mine["gbytes_per_s"], width, color=_KIND_COLOURS[kind])
+            peer = mine["peer"]
+            p = peer_of.get((peer[0], peer[1], kind)) if peer else None
+            if p is not None:
+                ax.bar(
+                    x0 + width,
+                    p["gbytes_per_s"],
+                    width,
+                    facecolor="white",
+                    edgecolor=_KIND_COLOURS[kind],
+                    hatch="///",
+                )
+    tallest = max([b.get_height() for b in ax.patches] + [0.0])
+    notes = []
+    for r in recs:
+        if r["role"] != "floor":
+            continue
+        copy = r["impl"] == "copy"
+        level = r["gbytes_per_s"]
+        if copy and level > 1.5 * tallest:
+            # far above every bar: a line there would flatten them; say it instead
+            notes.append(f"copy {level:.3g} GB/s")
+            continue
+        ax.axhline(level, color="grey" if copy else "black", ls=":" if copy else "--")
+    ax.set_xticks(range(len(columns)), columns, fontsize=8)
+    ax.tick_params(axis="y", labelsize=8)
+    return ", ".join(notes)
