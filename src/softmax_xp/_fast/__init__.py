@@ -21,7 +21,9 @@ import contextlib
 import contextvars
 import importlib
 import os
+import sys
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any
 
 from .._compat import Namespace, library_of
@@ -38,10 +40,14 @@ _MODULES = {
     "dask": "dask",
 }
 
+_FORCED_DEFAULT = os.environ.get("SOFTMAX_XP_FORCE_GENERIC", "").strip().lower() in {
+    "1",
+    "true",
+    "yes",
+    "on",
+}
 _FORCED: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "softmax_xp_force_generic",
-    default=os.environ.get("SOFTMAX_XP_FORCE_GENERIC", "").strip().lower()
-    in {"1", "true", "yes", "on"},
+    "softmax_xp_force_generic", default=_FORCED_DEFAULT
 )
 
 _RUNNERS: dict[Namespace, Runner | None] = {}
@@ -81,14 +87,29 @@ def force_generic(enabled: bool = True) -> Iterator[None]:
 
 def generic_forced() -> bool:
     """Whether the fast paths are switched off here."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.compiler.is_compiling():
+        # torch.compile cannot trace ContextVar.get (a graph break): inside a
+        # compiled function only the process-wide setting holds
+        return _FORCED_DEFAULT
     return _FORCED.get()
+
+
+def _import(name: str) -> ModuleType:
+    if name == "torch":
+        # a plain import statement, which torch.compile traces; a first call
+        # inside a compiled function would break the graph at import_module
+        from . import torch as module
+
+        return module
+    return importlib.import_module(f"{__name__}.{name}")
 
 
 def _load(xp: Namespace, attr: str) -> Runner | None:
     name = _MODULES.get(library_of(xp))
     if name is None:
         return None
-    module = importlib.import_module(f"{__name__}.{name}")
+    module = _import(name)
     runner: Runner | None = getattr(module, attr, None)
     return runner
 
