@@ -7,15 +7,15 @@ from typing import Any
 import numpy as np
 
 from . import _fast, _generic
-from ._compat import Array, is_numpy
+from ._compat import Array
 from ._validation import Call, prepare, prepare_logsumexp
 
 __all__ = ["log_softmax", "logsumexp", "softmax", "softmin"]
 
 
-def _as_numpy_array(call: Call, out: Any) -> Any:
+def _no_numpy_scalar(out: Any) -> Any:
     """NumPy reductions can hand back NumPy scalars; the contract promises arrays."""
-    if is_numpy(call.xp) and not isinstance(out, np.ndarray):
+    if isinstance(out, np.generic):
         return np.asarray(out)
     return out
 
@@ -101,7 +101,7 @@ def softmax(
     array([1., 0.])
     """
     call = prepare("softmax", x, axis, where, temperature, dtype, xp)
-    return _as_numpy_array(call, _run("softmax", call))
+    return _no_numpy_scalar(_run("softmax", call))
 
 
 def softmin(
@@ -127,7 +127,7 @@ def softmin(
     array([0.66524096, 0.24472847, 0.09003057])
     """
     call = prepare("softmin", x, axis, where, temperature, dtype, xp)
-    return _as_numpy_array(call, _run("softmax", call, negate=True))
+    return _no_numpy_scalar(_run("softmax", call, negate=True))
 
 
 def log_softmax(
@@ -157,7 +157,7 @@ def log_softmax(
     array([-inf, -inf])
     """
     call = prepare("log_softmax", x, axis, where, temperature, dtype, xp)
-    return _as_numpy_array(call, _run("log_softmax", call))
+    return _no_numpy_scalar(_run("log_softmax", call))
 
 
 def logsumexp(
@@ -222,5 +222,5 @@ def logsumexp(
     call = prepare_logsumexp(x, axis, b, where, dtype, xp)
     out = _run("logsumexp", call, keepdims=keepdims, return_sign=return_sign)
     if isinstance(out, tuple):
-        return _as_numpy_array(call, out[0]), _as_numpy_array(call, out[1])
-    return _as_numpy_array(call, out)
+        return _no_numpy_scalar(out[0]), _no_numpy_scalar(out[1])
+    return _no_numpy_scalar(out)
