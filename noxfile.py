@@ -50,7 +50,11 @@ def _dev_tool(name: str) -> str:
 
 
 def _pytest(
-    session: nox.Session, backends: str, *deps: str, test_deps: bool = True
+    session: nox.Session,
+    backends: str,
+    *deps: str,
+    test_deps: bool = True,
+    env: dict[str, str] | None = None,
 ) -> None:
     """Install the project, its test group and ``deps``; run pytest on ``backends``."""
     session.install(*deps, ".", *(TEST_DEPS if test_deps else TEST_TOOLS))
@@ -65,7 +69,7 @@ def _pytest(
         "--tb=short",
         "--durations=5",
         *session.posargs,
-        env={"SOFTMAX_XP_BACKENDS": backends},
+        env={"SOFTMAX_XP_BACKENDS": backends, **(env or {})},
     )
 
 
@@ -104,6 +108,14 @@ def tests_minimal(session: nox.Session) -> None:
     """The runtime dependencies only (NumPy, array-api-compat) plus the test tools
     (pytest, hypothesis, mpmath): no SciPy, ml_dtypes or array-api-strict."""
     _pytest(session, "numpy", test_deps=False)
+
+
+@nox.session(name="tests-generic", tags=["tests"])
+def tests_generic(session: nox.Session) -> None:
+    """The suite on NumPy with every fast path off (``SOFTMAX_XP_FORCE_GENERIC=1``):
+    the generic core keeps the contract on NumPy too, half precision included
+    (array-api-strict, which always runs it, has no half types)."""
+    _pytest(session, "numpy", env={"SOFTMAX_XP_FORCE_GENERIC": "1"})
 
 
 @nox.session(name="tests-cupy", tags=["tests", "gpu"], default=False)
