@@ -1,0 +1,490 @@
+"""The Dask fast path (``_fast/dask.py``) against the generic core it optimises.
+
+The fast path summarises every slice by ``(m, s')`` in one pass over the
+input (``dask.array.reduction`` with the online-normaliser combination) and
+writes the output in one map over blocks; when every reduced axis lies in one
+chunk it runs the NumPy path on each block instead. Checked here: each input
+chunk is read at most twice (by the graph, and by counting reads while
+computing), nothing is computed during a call, and the answers equal the
+generic core's (``softmax_xp.force_generic``) on the contract's special
+slices, with masks, temperatures, every dtype, chunked and unevenly chunked
+reduced axes, tuple axes and ``axis=None``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import needs
+
+import softmax_xp as sx
+
+pytestmark = needs("dask")
+
+NINF, INF, NAN = -np.inf, np.inf, np.nan
+FUNCS: dict[str, Callable[..., Any]] = {
+    "softmax": sx.softmax,
+    "log_softmax": sx.log_softmax,
+    "softmin": sx.softmin,
+}
+KINDS = (*FUNCS, "logsumexp")
+
+
+@pytest.fixture(autouse=True)
+def _fast_paths_on() -> Iterator[None]:
+    """The fast path even under SOFTMAX_XP_FORCE_GENERIC=1; the generic side asks itself."""
+    with sx.force_generic(False):
+        yield
+
+
+def _call(kind: str, x: Any, **kw: Any) -> Any:
+    return FUNCS[kind](x, **kw) if kind in FUNCS else sx.logsumexp(x, **kw)
+
+
+def _rows() -> np.ndarray:
+    """(12, 10): ordinary rows and one per case of the contract table."""
+    big = float(np.finfo(np.float64).max)
+    rng = np.random.default_rng(5)
+    return np.concatenate(
+        [
+            rng.normal(0.0, 3.0, (3, 10)),
+            [
+                [NAN] + [1.0] * 9,
+                [INF, 1.0, 2.0, INF, NINF, 0.0, 3.0, 1.0, INF, 2.0],
+                [NINF] * 10,
+                [INF] * 10,
+                [NINF, 0.5, NINF, 2.0, 2.0, NINF, 1.0, 2.0, NINF, 0.0],  # ties
+                [0.0, -40.0] + [NINF] * 8,  # the log1p row
+                [NINF] * 9 + [-big],  # the maximum is -max_float
+                [big, -big, 0.0, 1.0, 2.0, 3.0, 4.0, -1.0, -2.0, 5.0],
+                [
+                    -745.0,
+                    -700.0,
+                    -720.0,
+                    NINF,
+                    -710.0,
+                    -705.0,
+                    -730.0,
+                    -700.0,
+                    0.0,
+                    0.0,
+                ],
+            ],
+        ]
+    )
+
+
+def _mask(shape: tuple[int, ...]) -> np.ndarray:
+    m = np.random.default_rng(6).random(shape) < 0.7
+    m[3, 0] = False  # the NaN masked away: a live row
+    m[5, :] = False  # fully masked
+    m[4, [0, 3]] = False  # two of the three +inf masked
+    return m
+
+
+def _dask(a: np.ndarray, chunks: Any) -> Any:
+    import dask.array as da
+
+    return da.from_array(a, chunks=chunks)
+
+
+def _eps(dtype: Any) -> float:
+    if np.dtype(dtype).name == "bfloat16":
+        return 2.0**-7
+    return float(np.finfo(dtype).eps)
+
+
+def assert_same(fast: Any, generic: Any, dtype: Any) -> None:
+    """Same dtype and shape, special values in the same places, the rest within a few eps."""
+    import dask.array as da
+
+    assert isinstance(fast, da.Array)
+    assert fast.dtype == generic.dtype
+    a = np.asarray(fast.compute()).astype(np.float64)
+    b = np.asarray(generic.compute() if isinstance(generic, da.Array) else generic)
+    b = b.astype(np.float64)
+    assert a.shape == b.shape
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    for v in (INF, NINF, 0.0):
+        np.testing.assert_array_equal(a == v, b == v, err_msg=f"positions of {v}")
+    ok = np.isfinite(a)
+    eps = _eps(dtype)
+    # log outputs: absolute error relative to the largest magnitude in play
+    scale = 1.0 + np.max(np.abs(b[ok]), initial=0.0)
+    np.testing.assert_allclose(a[ok], b[ok], rtol=8 * eps, atol=8 * eps * scale)
+
+
+def _generic(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    with sx.force_generic():
+        return fn(*args, **kwargs)
+
+
+class _ComputeForbidden(AssertionError):
+    pass
+
+
+@contextmanager
+def _no_compute() -> Iterator[None]:
+    """Fail on any Dask computation started inside the block."""
+    import dask
+    from dask.callbacks import Callback
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        msg = "a Dask graph was computed during a call"
+        raise _ComputeForbidden(msg)
+
+    with dask.config.set(scheduler=refuse), Callback(start=refuse):
+        yield
+
+
+# ===========================================================================
+# Reads of the input, laziness, the path taken
+
+
+CHUNKINGS = {
+    "rows-whole": (4, 10),  # every slice in one block: the NumPy path per block
+    "rows-split": (4, 3),  # uneven chunks along the reduced axis
+    "single": (12, 10),
+}
+
+
+def _readers_per_chunk(out: Any, src: Any) -> Counter[Any]:
+    """How many tasks of ``out``'s (unoptimised) graph take each chunk of ``src``."""
+    from dask.core import get_dependencies
+
+    graph = dict(out.__dask_graph__())
+    counts: Counter[Any] = Counter(
+        {k: 0 for k in graph if isinstance(k, tuple) and k[0] == src.name}
+    )
+    for key in graph:
+        for dep in get_dependencies(graph, key):
+            if dep in counts:
+                counts[dep] += 1
+    return counts
+
+
+@pytest.mark.parametrize("chunking", list(CHUNKINGS))
+@pytest.mark.parametrize("kind", KINDS)
+def test_graph_reads_each_input_chunk_at_most_twice(kind: str, chunking: str) -> None:
+    x = _dask(_rows(), CHUNKINGS[chunking])
+    w = _dask(_mask((12, 10)), (6, 5))  # chunked differently from x
+    variants: list[dict[str, Any]] = [{}, {"where": w}, {"axis": 0}, {"axis": None}]
+    if kind != "logsumexp":
+        variants.append({"temperature": _dask(np.linspace(1.0, 2, 12)[:, None], 4)})
+    for kw in variants:
+        out = _call(kind, x, **kw)
+        reads = _readers_per_chunk(out[0] if isinstance(out, tuple) else out, x)
+        assert reads, "the input is not in the graph"
+        # logsumexp reads once; the others at most twice
+        limit = 1 if kind == "logsumexp" else 2
+        assert min(reads.values()) >= 1, (kw, reads)
+        assert max(reads.values()) <= limit, (kw, reads)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reads_counted_while_computing(kind: str) -> None:
+    """An input whose blocks count how often they are made; optimised graphs too."""
+    import dask
+    import dask.array as da
+
+    data = _rows()
+    lock = threading.Lock()
+    made: Counter[tuple[int, ...]] = Counter()
+
+    def source(block: np.ndarray, block_info: Any = None) -> np.ndarray:
+        with lock:
+            made[tuple(block_info[0]["chunk-location"])] += 1
+        return block.copy()
+
+    base = da.from_array(data, chunks=(4, 3))
+    for kw in ({"axis": -1}, {"axis": 0}, {"axis": None}, {"axis": -1, "where": True}):
+        made.clear()
+        x = base.map_blocks(source, dtype=data.dtype)
+        out = _call(kind, x, **kw)
+        for optimize in (True, False):
+            made.clear()
+            dask.compute(out, optimize_graph=optimize, scheduler="threads")
+            assert set(made) == {(i, j) for i in range(3) for j in range(4)}
+            limit = 1 if kind == "logsumexp" else 2
+            assert max(made.values()) <= limit, (kw, optimize, made)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_nothing_is_computed_during_a_call(kind: str) -> None:
+    """Blocks that raise when made, and a scheduler that refuses to run."""
+    import dask.array as da
+
+    def boom(block: np.ndarray) -> np.ndarray:
+        msg = "a block of the input was computed"
+        raise _ComputeForbidden(msg)
+
+    for chunks in ((4, 10), (4, 3)):
+        x = da.from_array(_rows(), chunks=chunks).map_blocks(boom, dtype=np.float64)
+        w = da.from_array(_mask((12, 10)), chunks=chunks).map_blocks(boom, dtype=bool)
+        with _no_compute():
+            outs = [
+                _call(kind, x, axis=-1),
+                _call(kind, x, axis=0, where=w),
+                _call(kind, x, axis=None),
+            ]
+            if kind == "logsumexp":
+                outs += list(sx.logsumexp(x, axis=-1, return_sign=True))
+            else:
+                outs.append(_call(kind, x, temperature=1.5))
+        for out in outs:
+            assert isinstance(out, da.Array)
+        with pytest.raises(_ComputeForbidden, match="block of the input"):
+            outs[0].compute(scheduler="sync")
+
+
+def test_fast_path_is_taken() -> None:
+    """The summaries when a slice spans chunks; none when every slice is in one block."""
+    split = _dask(_rows(), (4, 3))
+    whole = _dask(_rows(), (4, 10))
+
+    def layers(out: Any) -> str:
+        return " ".join(out.__dask_graph__().layers)
+
+    for kind in KINDS:
+        assert "softmax-xp-summary" in layers(_call(kind, split, axis=-1)), kind
+        assert "softmax-xp-summary" not in layers(_call(kind, whole, axis=-1)), kind
+        assert "softmax-xp" in layers(_call(kind, whole, axis=-1)), kind
+        generic = _generic(_call, kind, split, axis=-1)
+        assert "softmax-xp" not in layers(generic), kind
+
+
+# ===========================================================================
+# The generic answer
+
+
+VARIANTS = ["plain", "where", "t-float", "t-array", "where+t-array"]
+
+
+@pytest.mark.parametrize("chunking", list(CHUNKINGS))
+@pytest.mark.parametrize(
+    ("kind", "variant"),
+    [(k, v) for k in KINDS for v in VARIANTS if k != "logsumexp" or "t-" not in v],
+)
+def test_equals_generic(kind: str, variant: str, chunking: str) -> None:
+    data = _rows()
+    x = _dask(data, CHUNKINGS[chunking])
+    kw: dict[str, Any] = {}
+    if "where" in variant:
+        kw["where"] = _dask(_mask(data.shape), (5, 4))
+    # temperatures >= 1: x / t cannot overflow on the max_float row
+    if variant == "t-float":
+        kw["temperature"] = 1.7
+    if "t-array" in variant:
+        kw["temperature"] = _dask(np.linspace(1.0, 3.0, 12)[:, None], 5)
+    for axis in (-1, 0, None):
+        with _no_compute():
+            out = _call(kind, x, axis=axis, **kw)
+        if axis == -1:  # the rows keep their chunks
+            assert out.chunks[0] == x.chunks[0]
+        assert_same(out, _generic(_call, kind, x, axis=axis, **kw), np.float64)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64", "int"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_dtypes_equal_generic(kind: str, dtype: str) -> None:
+    data = _rows()
+    if dtype == "int":
+        data = np.where(np.isfinite(data), np.clip(np.round(data), -100, 100), 0)
+        data = data.astype(np.int64)
+        out_dtype: Any = np.dtype(np.float64)
+    elif dtype == "bfloat16":
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        out_dtype = np.dtype(ml_dtypes.bfloat16)
+        with np.errstate(over="ignore"):
+            data = data.astype(out_dtype)
+    else:
+        out_dtype = np.dtype(dtype)
+        with np.errstate(over="ignore"):
+            data = data.astype(out_dtype)
+    for chunks in ((4, 10), (4, 3), (5, 7)):
+        x = _dask(data, chunks)
+        for axis in (-1, 0):
+            out = _call(kind, x, axis=axis)
+            assert out.dtype == out_dtype
+            assert_same(out, _generic(_call, kind, x, axis=axis), out_dtype)
+    if kind != "logsumexp" and dtype == "float64":
+        finite = np.where(np.abs(data) > 1e30, 0.0, data)  # no overflow in the cast
+        for dt in (np.float32, np.float16):
+            out = _call(kind, _dask(finite, (4, 3)), dtype=np.dtype(dt))
+            assert out.dtype == np.dtype(dt)
+            want = _generic(_call, kind, _dask(finite, (4, 3)), dtype=np.dtype(dt))
+            assert_same(out, want, dt)
+
+
+CUBE_CHUNKS = [(2, 3, 5), (1, 2, 2), (3, 6, 5), (2, 4, 3)]
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2, (0, 2), (1, 2), (0, 1), None], ids=str)
+@pytest.mark.parametrize("kind", KINDS)
+def test_tuple_axes_and_chunkings(kind: str, axis: Any) -> None:
+    rows = _rows()  # 12 x 10 -> 3 x 4 x 10
+    cube = rows.reshape(3, 4, 10)
+    w = np.random.default_rng(8).random(cube.shape) < 0.8
+    for chunks in CUBE_CHUNKS:
+        x = _dask(cube, chunks)
+        for kw in ({}, {"where": _dask(w, (3, 2, 4))}):
+            out = _call(kind, x, axis=axis, **kw)
+            assert_same(out, _generic(_call, kind, x, axis=axis, **kw), np.float64)
+            if kind != "logsumexp":
+                assert out.chunks == x.chunks
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_logsumexp_keepdims_and_sign(keepdims: bool) -> None:
+    cube = _rows().reshape(3, 4, 10)
+    for chunks in CUBE_CHUNKS:
+        x = _dask(cube, chunks)
+        for axis in (-1, (0, 2), None):
+            lse, sign = sx.logsumexp(x, axis=axis, keepdims=keepdims, return_sign=True)
+            glse, gsign = _generic(
+                sx.logsumexp, x, axis=axis, keepdims=keepdims, return_sign=True
+            )
+            assert lse.shape == glse.shape
+            assert lse.chunks == glse.chunks
+            assert_same(lse, glse, np.float64)
+            assert_same(sign, gsign, np.float64)
+
+
+def test_log1p_accuracy_survives_the_combination() -> None:
+    """logsumexp([0, -40]) = 4.248e-18, whichever chunk holds which term."""
+    want = 4.248354255291589e-18  # log1p(exp(-40))
+    for row in ([0.0, -40.0], [-40.0, 0.0], [-40.0, NINF, 0.0, NINF]):
+        a = np.asarray(row)
+        for chunks in (1, 2, 3):
+            x = _dask(a, chunks)
+            np.testing.assert_allclose(
+                float(sx.logsumexp(x).compute()), want, rtol=1e-15
+            )
+            ls = np.asarray(sx.log_softmax(x).compute())
+            np.testing.assert_allclose(ls[a == 0.0], -want, rtol=1e-15)
+    # float32 input: computed in float64, rounded once
+    x32 = _dask(np.asarray([0.0, -40.0, NINF], dtype=np.float32), 1)
+    lse32 = sx.logsumexp(x32).compute()
+    assert lse32.dtype == np.float32
+    np.testing.assert_allclose(float(lse32), want, rtol=1e-7)
+    # ties across chunks: 0 and 0 make log 2, the -40 still counts
+    tie = _dask(np.asarray([0.0, -40.0, 0.0]), 1)
+    np.testing.assert_allclose(
+        float(sx.logsumexp(tie).compute()), np.log(2) + want / 2, rtol=1e-15
+    )
+
+
+def test_special_slices_split_over_chunks() -> None:
+    """+inf counts, nothing left and NaN, each spread over several chunks."""
+    a = np.array(
+        [
+            [INF, 1.0, NINF, INF, 2.0, INF],
+            [NINF] * 6,
+            [1.0, 2.0, 3.0, NAN, 4.0, 5.0],
+            [1.0, NINF, NINF, NINF, NINF, 1.0],
+        ]
+    )
+    x = _dask(a, (4, 2))
+    np.testing.assert_array_equal(
+        np.asarray(sx.softmax(x).compute()),
+        [
+            [1 / 3, 0, 0, 1 / 3, 0, 1 / 3],
+            [0.0] * 6,
+            [NAN] * 6,
+            [0.5, 0, 0, 0, 0, 0.5],
+        ],
+    )
+    np.testing.assert_allclose(
+        np.asarray(sx.log_softmax(x).compute())[0],
+        [-np.log(3), NINF, NINF, -np.log(3), NINF, -np.log(3)],
+    )
+    np.testing.assert_array_equal(
+        np.asarray(sx.logsumexp(x, axis=1).compute())[:3], [INF, NINF, NAN]
+    )
+    # masked NaN in a NaN slice keeps 0 / -inf; the unmasked ones are NaN
+    w = np.ones(a.shape, dtype=bool)
+    w[2, [0, 5]] = False
+    p = np.asarray(sx.softmax(x, where=_dask(w, (2, 3))).compute())
+    np.testing.assert_array_equal(p[2], [0.0, NAN, NAN, NAN, NAN, 0.0])
+
+
+def test_input_untouched_and_output_fresh() -> None:
+    data = _rows()
+    before = data.copy()
+    for chunks in ((4, 10), (4, 3)):
+        x = _dask(data, chunks)
+        for kind in KINDS:
+            _call(kind, x, axis=-1).compute()
+            _call(kind, x, axis=0, where=_dask(_mask(data.shape), chunks)).compute()
+        np.testing.assert_array_equal(data, before)
+
+
+def test_combination_is_an_online_normaliser() -> None:
+    """The (m, s') combination: neutral element, +inf counts, ties, order-free."""
+    from softmax_xp._fast.dask import STATS, _combine
+
+    def summary(m: float, s: float) -> np.ndarray:
+        out = np.empty((1,), dtype=STATS)
+        out["m"], out["s"] = m, s
+        return out
+
+    def merged(*parts: np.ndarray) -> tuple[float, float]:
+        acc = parts[0]
+        for p in parts[1:]:
+            acc = _combine(acc, p, np.float64)
+        return float(acc["m"][0]), float(acc["s"][0])
+
+    nothing = summary(NINF, -1.0)
+    a, b = summary(2.0, 0.5), summary(0.0, 0.25)
+    # S = 1.5 + 1.25 e^-2 with its leading 1 kept apart
+    want = (2.0, 0.5 + 1.25 * np.exp(-2.0))
+    for order in ((a, b), (b, a), (a, nothing, b), (nothing, b, a)):
+        m, s = merged(*order)
+        assert m == want[0]
+        np.testing.assert_allclose(s, want[1], rtol=1e-15)
+    assert merged(nothing, nothing) == (NINF, -1.0)
+    assert merged(a, a) == (2.0, 2.0)  # two maxima: s' = 0.5 + 1.5
+    # k +inf entries count k - 1; finite sides vanish beside them
+    assert merged(summary(INF, 1.0), a, summary(INF, 0.0)) == (INF, 2.0)
+    m, s = merged(a, summary(NAN, NAN), b)
+    assert np.isnan(m)
+
+
+def test_other_configurations_fall_back() -> None:
+    from softmax_xp._fast import dask as fast_dask
+    from softmax_xp._validation import prepare_logsumexp
+
+    x = _dask(_rows(), (4, 3))
+    b = _dask(np.linspace(0.5, 2.0, 10), 5)
+    call = prepare_logsumexp(x, -1, b, None, None, None)
+    assert (
+        fast_dask.run("logsumexp", call, keepdims=False, return_sign=False)
+        is NotImplemented
+    )
+    # and the public call still answers, lazily, through the generic core
+    with _no_compute():
+        out = sx.logsumexp(x, axis=-1, b=b)
+    want = _generic(sx.logsumexp, x, axis=-1, b=b)
+    assert_same(out, want, np.float64)
+
+
+def test_unknown_chunk_lengths_fall_back() -> None:
+    data = _rows()
+    x = _dask(data, (4, 3))
+    picked = x[x[:, 0] > -1e300]  # rows of unknown count
+    assert any(np.isnan(n) for n in picked.chunks[0])
+    keep = data[data[:, 0] > -1e300]
+    with _no_compute():
+        out = sx.softmax(picked, axis=-1)
+    np.testing.assert_array_equal(
+        np.isnan(out.compute()), np.isnan(_generic(sx.softmax, keep))
+    )
+    np.testing.assert_allclose(
+        out.compute(), _generic(sx.softmax, keep), rtol=1e-14, atol=1e-300
+    )
