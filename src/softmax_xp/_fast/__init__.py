@@ -65,7 +65,10 @@ def force_generic(enabled: bool = True) -> Iterator[None]:
 
     On JAX the generic core still runs under ``jax.jit`` (compiling changes no
     formula; eager JAX would compile each operation separately), but without
-    the custom derivative rules of the fast path.
+    the custom derivative rules of the fast path. ``jax.jit`` caches a trace per
+    function: a caller's jitted function traced inside this block keeps the
+    generic core after it (and the other way round), so jit a fresh function
+    to compare the two.
 
     Examples
     --------
