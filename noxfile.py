@@ -134,8 +134,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on src (numpy and array-api-compat installed so types resolve)."""
-    session.install(_dev_tool("mypy"), ".")
+    """mypy --strict on src, with the CPU backends installed so that the fast
+    paths are checked against torch's and JAX's own types."""
+    session.install(_dev_tool("mypy"), *TORCH, "jax[cpu]", "dask[array]", ".")
     session.run("mypy", *session.posargs)
 
 
