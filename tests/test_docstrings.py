@@ -16,7 +16,7 @@ import softmax_xp
 pytestmark = needs("numpy")
 
 
-@pytest.mark.parametrize("name", softmax_xp.__all__[1:])
+@pytest.mark.parametrize("name", [n for n in softmax_xp.__all__ if n != "__version__"])
 def test_docstring_example_runs(name: str) -> None:
     func = getattr(softmax_xp, name)
     assert func.__doc__

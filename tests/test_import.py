@@ -177,6 +177,13 @@ def test_public_names() -> None:
         "logsumexp",
         "softmax",
         "softmin",
+        # the streaming normaliser
+        "LogSumExpState",
+        "logsumexp_state",
+        "logsumexp_combine",
+        "logsumexp_finish",
+        "softmax_from_state",
+        "log_softmax_from_state",
     }
     for name in sx.__all__:
         assert hasattr(sx, name)

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._compat import Array, Namespace, device, dtype_kind, nan_where
-from ._validation import Call
+from ._validation import Call, _compute_dtype
 
-__all__ = ["log_softmax", "logsumexp", "softmax"]
+__all__ = ["log_softmax", "logsumexp", "logsumexp_state", "softmax"]
 
 
 def _reduce(fn: Any, a: Array, axes: tuple[int, ...]) -> Array:
@@ -222,6 +222,32 @@ def logsumexp(
         return lse
     sign = _finish(xp, _squeeze(xp, sign, call.axes, keepdims), call.out_dtype)
     return lse, sign
+
+
+def logsumexp_state(call: Call, *, keepdims: bool) -> tuple[Array, Array]:
+    """``(m, rest)`` of each slice for the streaming normaliser (see ``_streaming``).
+
+    ``rest = s'`` where something is left, ``-1`` where nothing is (so that
+    ``1 + rest = 0`` is neutral), NaN with NaN; in float32 for half input, else
+    in the output dtype (rounded once from float64 where NumPy computes so).
+    """
+    xp = call.xp
+    dtype = _compute_dtype(xp, call.out_dtype)  # half: float32
+    if call.empty:
+        shape = _reduced_shape(call.shape, call.axes, keepdims)
+        return (
+            xp.full(shape, -float("inf"), dtype=dtype, device=call.device),
+            xp.full(shape, -1.0, dtype=dtype, device=call.device),
+        )
+    sh = _shift(xp, _inputs(call), call.axes)
+    k, s = _log1p_tail(xp, sh, call.axes)
+    rest = xp.where(k > _const(xp, 0.0, k), s, _const(xp, -1.0, s))
+    rest = xp.where(xp.isnan(sh.m), sh.m, rest)
+    m = _squeeze(xp, sh.m, call.axes, keepdims)
+    rest = _squeeze(xp, rest, call.axes, keepdims)
+    if m.dtype != dtype:  # a maximum of x's values is exact in x's dtype
+        m, rest = xp.astype(m, dtype), xp.astype(rest, dtype)
+    return m, rest
 
 
 def _lse_unweighted(call: Call) -> tuple[Array, Array]:

@@ -350,10 +350,16 @@ def _prepare(
 
 
 def prepare_logsumexp(
-    x: Any, axis: Any, b: Any, where: Any, dtype: Any, xp: Any
+    x: Any,
+    axis: Any,
+    b: Any,
+    where: Any,
+    dtype: Any,
+    xp: Any,
+    *,
+    func: str = "logsumexp",
 ) -> Call:
-    """Validate the arguments of logsumexp; ``x`` and ``b`` are broadcast jointly."""
-    func = "logsumexp"
+    """Validate the arguments of logsumexp (or ``func``); ``x`` and ``b`` are broadcast jointly."""
     arr, ns = _as_array(func, x, xp)
     dev = device(arr)
     weights: Any = None

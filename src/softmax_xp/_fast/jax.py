@@ -78,6 +78,7 @@ _KERNELS: dict[str, Callable[..., Any]] = {
     "softmax": _generic.softmax,
     "log_softmax": _generic.log_softmax,
     "logsumexp": _generic.logsumexp,
+    "logsumexp_state": _generic.logsumexp_state,
 }
 
 
