@@ -14,12 +14,12 @@ and from finite differences (``torch.autograd.gradcheck``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
+from _helpers import jax_debug_nans
 from conftest import needs
 
 import softmax_xp as sx
@@ -236,19 +236,6 @@ def test_expected_grads_match_finite_differences() -> None:
 # JAX
 
 
-@contextmanager
-def _jax_debug_nans() -> Iterator[None]:
-    """``jax_debug_nans`` on inside the block, restored afterwards."""
-    import jax
-
-    previous = jax.config.jax_debug_nans
-    jax.config.update("jax_debug_nans", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_debug_nans", previous)
-
-
 @pytest.fixture
 def debug_nans() -> Any:
     """A context manager turning ``jax_debug_nans`` on.
@@ -260,7 +247,7 @@ def debug_nans() -> Any:
 
     previous = jax.config.jax_debug_nans
     try:
-        yield _jax_debug_nans
+        yield jax_debug_nans
     finally:
         jax.config.update("jax_debug_nans", previous)
 

@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pytest
+from _helpers import (
+    FUNCS,
+    KINDS,
+    fast_paths_on,  # noqa: F401 - autouse: the fast path even when forced off
+)
+from _helpers import generic as _generic
 from conftest import needs
 
 import softmax_xp as sx
@@ -28,19 +34,6 @@ import softmax_xp as sx
 pytestmark = needs("dask")
 
 NINF, INF, NAN = -np.inf, np.inf, np.nan
-FUNCS: dict[str, Callable[..., Any]] = {
-    "softmax": sx.softmax,
-    "log_softmax": sx.log_softmax,
-    "softmin": sx.softmin,
-}
-KINDS = (*FUNCS, "logsumexp")
-
-
-@pytest.fixture(autouse=True)
-def _fast_paths_on() -> Iterator[None]:
-    """The fast path even under SOFTMAX_XP_FORCE_GENERIC=1; the generic side asks itself."""
-    with sx.force_generic(False):
-        yield
 
 
 def _call(kind: str, x: Any, **kw: Any) -> Any:
@@ -118,11 +111,6 @@ def assert_same(fast: Any, generic: Any, dtype: Any) -> None:
     # log outputs: absolute error relative to the largest magnitude in play
     scale = 1.0 + np.max(np.abs(b[ok]), initial=0.0)
     np.testing.assert_allclose(a[ok], b[ok], rtol=8 * eps, atol=8 * eps * scale)
-
-
-def _generic(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    with sx.force_generic():
-        return fn(*args, **kwargs)
 
 
 class _ComputeForbidden(AssertionError):

@@ -14,12 +14,18 @@ of its key.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
+from _helpers import (
+    FUNCS,
+    KINDS,
+    fast_paths_on,  # noqa: F401 - autouse: the fast path even when forced off
+    jax_debug_nans,
+)
+from _helpers import generic as _generic
 from conftest import needs
 
 import softmax_xp as sx
@@ -27,19 +33,6 @@ import softmax_xp as sx
 pytestmark = needs("jax")
 
 NINF, INF, NAN = -np.inf, np.inf, np.nan
-FUNCS: dict[str, Callable[..., Any]] = {
-    "softmax": sx.softmax,
-    "log_softmax": sx.log_softmax,
-    "softmin": sx.softmin,
-}
-KINDS = (*FUNCS, "logsumexp")
-
-
-@pytest.fixture(autouse=True)
-def _fast_paths_on() -> Iterator[None]:
-    """The fast path even under SOFTMAX_XP_FORCE_GENERIC=1; the generic side asks itself."""
-    with sx.force_generic(False):
-        yield
 
 
 def _finfo(dtype_name: str) -> Any:
@@ -105,11 +98,6 @@ def assert_same(fast: Any, generic: Any, dtype: Any, *, ulps: float = 4.0) -> No
     np.testing.assert_array_equal(a == 0, b == 0)
     eps = _eps(dtype)
     np.testing.assert_allclose(a, b, rtol=ulps * eps, atol=ulps * eps)
-
-
-def _generic(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    with sx.force_generic():
-        return fn(*args, **kwargs)
 
 
 def _jaxpr(fn: Callable[..., Any], *args: Any) -> str:
@@ -455,18 +443,6 @@ def test_hessian_equals_generic(name: str) -> None:
 # Transformations and jax_debug_nans
 
 
-@contextmanager
-def _debug_nans() -> Iterator[None]:
-    import jax
-
-    previous = jax.config.jax_debug_nans
-    jax.config.update("jax_debug_nans", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_debug_nans", previous)
-
-
 @pytest.mark.parametrize("name", KINDS)
 def test_no_nan_anywhere_under_debug_nans(name: str) -> None:
     """Masked NaNs, +inf, -inf and empty slices: no operation makes a NaN, in any mode."""
@@ -476,7 +452,7 @@ def test_no_nan_anywhere_under_debug_nans(name: str) -> None:
     call, primals, _ = _grad_case(name, variant)
     out = call(*primals)
     g = _cotangent(out.shape, 3)
-    with _debug_nans():
+    with jax_debug_nans():
         call(*primals)
         jax.jit(call)(*primals)
         _vjp(call, primals, g)
