@@ -247,6 +247,38 @@ def test_fast_path_is_taken() -> None:
         assert "softmax-xp" not in layers(generic), kind
 
 
+@pytest.mark.parametrize("chunking", list(CHUNKINGS))
+def test_calls_computed_together_keep_their_own_keys(chunking: str) -> None:
+    """Several of our outputs in one graph: no two share a task key.
+
+    Regression: fixed layer names made ``softmax(x)`` and ``softmax(0.5 * x)``
+    collide, and ``dask.compute`` returned one answer for both.
+    """
+    import dask
+    import dask.array as da
+
+    x = _dask(_rows(), CHUNKINGS[chunking])
+    w = _rows() > 0
+    calls = [
+        ("softmax", x, {}),
+        ("softmax", 0.5 * x, {}),
+        ("softmin", x, {}),
+        ("log_softmax", x, {}),
+        ("log_softmax", x, {"temperature": 2.0}),
+        ("softmax", x, {"where": _dask(w, CHUNKINGS[chunking])}),
+        ("logsumexp", x, {}),
+        ("logsumexp", 0.5 * x, {}),
+    ]
+    outs = [_call(kind, arr, axis=-1, **kw) for kind, arr, kw in calls]
+    results = dask.compute(*outs, scheduler="sync")
+    for (kind, arr, kw), got in zip(calls, results, strict=True):
+        np_kw = {
+            k: (v.compute() if isinstance(v, da.Array) else v) for k, v in kw.items()
+        }
+        want = _call(kind, arr.compute(), axis=-1, **np_kw)
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-300, err_msg=kind)
+
+
 # ===========================================================================
 # The generic answer
 

@@ -161,7 +161,7 @@ def _per_block(kind: str, call: Call, *, negate: bool = False) -> Any:
         *args,
         dtype=call.out_dtype,
         meta=_meta(call.x.ndim, call.out_dtype),
-        name=f"softmax-xp-{kind}",
+        token=f"softmax-xp-{kind}",
     )
 
 
@@ -186,7 +186,7 @@ def _two_pass(kind: str, call: Call, *, negate: bool = False) -> Any:
         *args,
         dtype=call.out_dtype,
         meta=_meta(u.ndim, call.out_dtype),
-        name=f"softmax-xp-{kind}",
+        token=f"softmax-xp-{kind}",
     )
 
 
@@ -219,7 +219,7 @@ def _prepared(call: Call, *, negate: bool) -> Any:
         *args,
         dtype=call.compute_dtype,
         meta=_meta(x.ndim, call.compute_dtype),
-        name="softmax-xp-inputs",
+        token="softmax-xp-inputs",
     )
 
 
@@ -269,7 +269,7 @@ def _logsumexp(call: Call, *, keepdims: bool, return_sign: bool) -> Any:
             chunks=tuple((1,) if i in call.axes else c for i, c in enumerate(x.chunks)),
             dtype=call.out_dtype,
             meta=meta,
-            name="softmax-xp-logsumexp",
+            token="softmax-xp-logsumexp",
         )
     else:
         stats = _summaries(_prepared(call, negate=False), call.axes)
@@ -279,7 +279,7 @@ def _logsumexp(call: Call, *, keepdims: bool, return_sign: bool) -> Any:
             out_dtype=call.out_dtype,
             dtype=call.out_dtype,
             meta=meta,
-            name="softmax-xp-logsumexp",
+            token="softmax-xp-logsumexp",
         )
     if not keepdims:
         lse = da.squeeze(lse, axis=call.axes)
