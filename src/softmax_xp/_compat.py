@@ -25,6 +25,7 @@ __all__ = [
     "is_numpy",
     "library_of",
     "nan_where",
+    "new_array_device",
 ]
 
 Array = Any  # any array API array; a Protocol would buy little at runtime
@@ -151,3 +152,20 @@ def default_float(xp: Namespace, dev: Any) -> Any:
     """The namespace's default real floating dtype on ``dev``."""
     info = xp.__array_namespace_info__()
     return info.default_dtypes(device=dev)["real floating"]
+
+
+def new_array_device(xp: Namespace, dev: Any) -> Any:
+    """Where an array made for ``x`` from a Python value (or a probe) goes.
+
+    ``dev``, x's device, except for a JAX array sharded over several devices:
+    ``device(x)`` is then x's sharding, which fits x's shape only, so the value
+    is replicated over x's mesh instead (a ``NamedSharding``), or left for
+    ``jax.jit`` to place (other shardings).
+    """
+    if not _c.is_jax_namespace(xp) or len(getattr(dev, "device_set", ())) < 2:
+        return dev
+    import jax
+
+    if isinstance(dev, jax.sharding.NamedSharding):
+        return dev.update(spec=())  # same mesh and memory kind, replicated
+    return None

@@ -92,6 +92,9 @@ def _shift(xp: Namespace, x: Array, axes: tuple[int, ...]) -> _Shifted:
     zero = _const(xp, 0.0, x)
     ninf = _const(xp, -float("inf"), x)
     m = _reduce(xp.max, x, axes)
+    # a maximum taken across devices can drop a NaN (XLA:CPU's all-reduce does
+    # on a sharded JAX array); a sum cannot: NaN slices get their NaN back
+    m = m + _reduce(xp.sum, xp.where(xp.isnan(x), x, zero), axes)
     finite_m = xp.isfinite(m)
     m_safe = xp.where(finite_m, m, zero)
     m_special = xp.where(m > zero, -ninf, xp.where(m < zero, ninf, m))

@@ -27,6 +27,7 @@ from ._compat import (
     exp_accurate_in_float32,
     is_array,
     library_of,
+    new_array_device,
 )
 
 __all__ = ["Call", "prepare", "prepare_logsumexp"]
@@ -163,7 +164,7 @@ def _same_namespace_array(
         return value
     if isinstance(value, numbers.Number | list | tuple):
         try:
-            return xp.asarray(value, device=dev)
+            return xp.asarray(value, device=new_array_device(xp, dev))
         except (TypeError, ValueError) as err:
             msg = f"{name}={_describe(value)} cannot be made into an array: {err}"
             raise _fail(TypeError, func, msg) from err
@@ -238,7 +239,10 @@ def _out_dtype(
             ok = False
         else:
             try:  # a dtype of another library (torch.float32 for NumPy x) fails here
-                xp.astype(xp.empty((0,), dtype=xp.float32, device=dev), dtype)
+                probe = xp.empty(
+                    (0,), dtype=xp.float32, device=new_array_device(xp, dev)
+                )
+                xp.astype(probe, dtype)
                 ok = True
             except Exception:  # noqa: BLE001 - any refusal means: not xp's dtype
                 ok = False

@@ -270,6 +270,10 @@ def _compiled(
 
 
 def _launch(kind: str, call: Call, opts: dict[str, Any], *, fast: bool) -> Any:
+    if call.empty:
+        # nothing to compute: the generic core fills the output on x's own
+        # device (or sharding), which a jitted constant would not keep
+        return _KERNELS[kind](call, **opts)
     t = call.temperature
     marker: Any = None if t is None else _Present
     if isinstance(t, float):
