@@ -55,8 +55,10 @@ def _pytest(
     *deps: str,
     test_deps: bool = True,
     env: dict[str, str] | None = None,
+    paths: tuple[str, ...] = (),
 ) -> None:
-    """Install the project, its test group and ``deps``; run pytest on ``backends``."""
+    """Install the project, its test group and ``deps``; run pytest on ``backends``
+    (over ``paths``, default the whole suite)."""
     session.install(*deps, ".", *(TEST_DEPS if test_deps else TEST_TOOLS))
     REPORTS.mkdir(exist_ok=True)
     report = REPORTS / f"{session.name}.xml"
@@ -68,6 +70,7 @@ def _pytest(
         f"junit_suite_name={session.name}",
         "--tb=short",
         "--durations=5",
+        *paths,
         *session.posargs,
         env={"SOFTMAX_XP_BACKENDS": backends, **(env or {})},
     )
@@ -99,8 +102,22 @@ def tests_jax(session: nox.Session) -> None:
 
 @nox.session(name="tests-dask", tags=["tests"])
 def tests_dask(session: nox.Session) -> None:
-    """The test suite on Dask."""
-    _pytest(session, "dask", "dask[array]")
+    """The test suite on Dask, with a real ``dask.distributed`` cluster (started
+    by the tests) and the out-of-core example scaled down (Zarr)."""
+    _pytest(session, "dask", "dask[array,distributed]", "zarr")
+
+
+@nox.session(name="tests-jax-sharding", tags=["tests"])
+def tests_jax_sharding(session: nox.Session) -> None:
+    """Sharded JAX arrays on 4 CPU devices: ``XLA_FLAGS`` must be set before
+    JAX starts, so these tests have a session (and a process) of their own."""
+    _pytest(
+        session,
+        "jax",
+        "jax[cpu]",
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+        paths=("tests/test_jax_sharding.py",),
+    )
 
 
 @nox.session(name="tests-minimal", tags=["tests"])
@@ -145,6 +162,14 @@ def demo(session: nox.Session) -> None:
     """``softmax-xp demo`` with every CPU backend installed."""
     session.install(*TORCH, "jax[cpu]", "dask[array]", "array-api-strict", ".")
     session.run("softmax-xp", "demo", *session.posargs)
+
+
+@nox.session(name="out-of-core", default=False)
+def out_of_core(session: nox.Session) -> None:
+    """examples/out_of_core.py: an 8 GiB softmax on 2 workers of 1 GiB each,
+    written to Zarr (minutes; ``-- --help`` for the sizes)."""
+    session.install("dask[array,distributed]", "zarr", ".")
+    session.run("python", "examples/out_of_core.py", *session.posargs)
 
 
 def _bench(session: nox.Session, *args: str) -> None:

@@ -79,6 +79,21 @@ collect_ignore = [
     for name in ("numpy", "torch", "jax", "dask")
     if name not in SELECTED
 ]
+# the cluster tests import distributed and zarr, which the tests-dask session
+# installs; a run that did not name its backends skips the file without them
+if "dask" not in SELECTED or (
+    not EXPLICIT
+    and not all(importlib.util.find_spec(m) for m in ("distributed", "zarr"))
+):
+    collect_ignore.append("test_distributed.py")
+# Sharded JAX needs 4 devices, which XLA makes on the CPU only when XLA_FLAGS
+# asks before JAX starts: that file runs in its own session (nox -s
+# tests-jax-sharding, which names it) and is collected elsewhere only with the flag.
+if (
+    "jax" not in SELECTED
+    or "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
+):
+    collect_ignore.append("test_jax_sharding.py")
 
 
 @dataclass
