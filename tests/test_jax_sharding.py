@@ -639,3 +639,45 @@ def test_empty_input_keeps_its_device_and_sharding(generic: bool) -> None:
             x = jax.device_put(np.zeros((8, 0)), rows)
             out = f(x, axis=1)
             assert out.sharding.is_equivalent_to(rows, out.ndim), f.__name__
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_streaming_normaliser_across_devices(dtype: str) -> None:
+    # a vocabulary split over the devices, normalised with the streaming API
+    # inside shard_map: each device summarises its block, the (max, rest)
+    # states (one pair per row and device) are all-gathered and combined, and
+    # each device writes its own block of the softmax
+    from functools import partial
+
+    mesh = Mesh(np.array(jax.devices()), ("vocab",))
+    spec = P(None, "vocab")
+    x = X.astype(dtype)
+    n_dev = len(jax.devices())
+
+    @jax.jit
+    @partial(jax.shard_map, mesh=mesh, in_specs=(spec, spec), out_specs=spec)
+    def chunked(block: Any, keep: Any) -> Any:
+        local = sx.logsumexp_state(block, axis=-1, where=keep, keepdims=True)
+        m = jax.lax.all_gather(local.max, "vocab")
+        r = jax.lax.all_gather(local.rest, "vocab")
+        states = (sx.LogSumExpState(m[i], r[i]) for i in range(n_dev))
+        return sx.log_softmax_from_state(
+            block, sx.logsumexp_combine(*states), where=keep
+        )
+
+    sharding = NamedSharding(mesh, spec)
+    args = (jax.device_put(x, sharding), jax.device_put(KEEP, sharding))
+    out = chunked(*args)
+    assert_sharded_like(out, sharding)
+    # only the states travel: n_dev x rows numbers per all-gather
+    ops = collectives(chunked.lower(*args).compile().as_text())
+    assert ops, "expected the states to be gathered"
+    assert all(n <= n_dev * x.shape[0] for _, n in ops), ops
+    got = np.asarray(out)
+    want = np.asarray(sx.log_softmax(x, axis=-1, where=KEEP))  # NumPy, one piece
+    assert_same_special_positions(got, want)
+    ok = np.isfinite(want)
+    eps = float(np.finfo(dtype).eps)
+    # both within the contract's 4 eps of the exact value (log_softmax),
+    # measured on a scale of 1 + |value| as the one-pass tests do
+    np.testing.assert_allclose(got[ok], want[ok], rtol=8 * eps, atol=8 * eps)
