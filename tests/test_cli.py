@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from conftest import SELECTED
+from conftest import SELECTED, needs
 
 import softmax_xp
 
@@ -218,3 +221,437 @@ def test_main_in_process(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert info.value.code == 0
     assert "demo" in capsys.readouterr().out
+
+
+# --- info -----------------------------------------------------------------
+
+# the backends `info` and `check` know, as conftest names them
+CHECK_BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "dask")
+INFO_NAMES = {  # conftest's backend name -> the distribution name info prints
+    "numpy": "numpy",
+    "array_api_strict": "array-api-strict",
+    "torch": "torch",
+    "jax": "jax",
+    "dask": "dask",
+}
+
+
+@pytest.fixture(scope="module")
+def info_json() -> dict[str, Any]:
+    proc = _run("-m", "softmax_xp", "info", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+@pytest.fixture(scope="module")
+def info_text(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``info`` with a cupy on the path that fails to import."""
+    folder = tmp_path_factory.mktemp("broken")
+    _broken(folder, "cupy")
+    proc = _run("-m", "softmax_xp", "info", pythonpath=(folder,))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_info_text(info_text: str) -> None:
+    assert f"softmax-xp {softmax_xp.__version__}" in info_text
+    for name in ("numpy", "array-api-compat", "scipy", "torch", "jax", "dask"):
+        assert _line(info_text, f"{name} ")
+    for name in ("cupy", "array-api-strict", "ml_dtypes"):
+        assert _line(info_text, f"{name} ")
+    numpy_line = _line(info_text, "numpy ").split()
+    assert numpy_line == ["numpy", np.__version__, "fast", "cpu"], numpy_line
+
+
+def test_info_reports_a_broken_backend(info_text: str) -> None:
+    line = _line(info_text, "cupy ")
+    assert "import failed" in line, line
+    assert "cupy is broken here" in line, line
+
+
+def test_info_json_lists_every_library(info_json: dict[str, Any]) -> None:
+    names = [e["name"] for e in info_json["libraries"]]
+    assert names == [
+        "numpy",
+        "array-api-compat",
+        "scipy",
+        "torch",
+        "jax",
+        "dask",
+        "cupy",
+        "array-api-strict",
+        "ml_dtypes",
+    ]
+    assert info_json["softmax_xp"]["version"] == softmax_xp.__version__
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(b, marks=needs(b)) for b in CHECK_BACKENDS]
+)
+def test_info_reports_selected_backend(info_json: dict[str, Any], name: str) -> None:
+    entry = next(e for e in info_json["libraries"] if e["name"] == INFO_NAMES[name])
+    assert entry["status"] == "ok", entry
+    assert entry["version"]
+    assert entry["devices"], entry
+    # array-api-strict has no fast path (DESIGN: fast paths for numpy, torch,
+    # jax, dask); the others take theirs unless forced off
+    flag = info_json["softmax_xp"]["SOFTMAX_XP_FORCE_GENERIC"] or ""
+    forced = flag.strip().lower() in {"1", "true", "yes", "on"}
+    want = "generic" if name == "array_api_strict" or forced else "fast"
+    assert entry["path"] == want, entry
+    assert name in info_json["backends"]
+
+
+@needs("torch")
+def test_info_torch_sees_cpu(info_json: dict[str, Any]) -> None:
+    entry = next(e for e in info_json["libraries"] if e["name"] == "torch")
+    assert entry["devices"][0] == "cpu"
+
+
+@needs("jax")
+def test_info_jax_devices_are_jax_devices(info_json: dict[str, Any]) -> None:
+    import jax
+
+    entry = next(e for e in info_json["libraries"] if e["name"] == "jax")
+    for d in jax.devices():
+        assert f"{d.platform}:{d.id}" in entry["devices"]
+
+
+def _broken(folder: Path, name: str) -> None:
+    pkg = folder / name
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(f"raise ImportError('{name} is broken here')\n")
+
+
+# --- check ----------------------------------------------------------------
+
+
+def _main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from softmax_xp.__main__ import main
+
+    status = main(argv)
+    return status, capsys.readouterr().out
+
+
+def _selected_check_backends() -> list[str]:
+    return [b for b in CHECK_BACKENDS if b in SELECTED]
+
+
+def test_check_passes_on_selected_backends(capsys: pytest.CaptureFixture[str]) -> None:
+    from softmax_xp._cli.check import CHECKS
+
+    backends = _selected_check_backends()
+    status, out = _main(["check", "--backends", ",".join(backends)], capsys)
+    assert status == 0, out
+    assert "FAIL" not in out, out
+    assert re.search(r"^summary: OK: \d+ passed, 0 failed", out, re.MULTILINE), out
+    for name in backends:
+        assert re.search(rf"^{name} \(", out, re.MULTILINE), (name, out)
+    # every check ran (or was skipped with a reason) on every device
+    rows = [ln for ln in out.splitlines() if ln.startswith(("  PASS", "  SKIP"))]
+    assert len(rows) >= len(CHECKS) * len(backends)
+    for c in CHECKS:
+        assert c.name in out
+
+
+def test_check_json(capsys: pytest.CaptureFixture[str]) -> None:
+    from softmax_xp._cli.check import CHECKS
+
+    status, out = _main(["check", "--backends", "numpy", "--json"], capsys)
+    assert status == 0
+    data = json.loads(out)
+    assert data["summary"]["failed"] == 0
+    assert data["summary"]["passed"] == len(CHECKS)  # numpy has every dtype
+    assert {r["status"] for r in data["results"]} == {"pass"}
+    assert {(r["check"], r["dtype"]) for r in data["results"]} == {
+        (c.name, c.dtype) for c in CHECKS
+    }
+
+
+def test_check_fails_on_a_wrong_softmax(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A softmax that is off by one part in 1e6 fails the accuracy check, exit 1."""
+    real = softmax_xp.softmax
+
+    def off(x: Any, *args: Any, **kwargs: Any) -> Any:
+        return real(x, *args, **kwargs) * (1 + 1e-6)
+
+    monkeypatch.setattr(softmax_xp, "softmax", off)
+    status, out = _main(["check", "--backends", "numpy"], capsys)
+    assert status == 1
+    assert re.search(
+        r"^  FAIL  accuracy: softmax +float64 +softmax\[", out, re.MULTILINE
+    ), out
+    assert re.search(r"^  FAIL  contract: finite with -inf", out, re.MULTILINE), out
+    # softmin is its own function: unaffected
+    assert re.search(r"^  PASS  accuracy: softmin +float64", out, re.MULTILINE), out
+    assert re.search(
+        r"^summary: FAILED: \d+ passed, [1-9]\d* failed", out, re.MULTILINE
+    )
+
+
+def test_check_fails_on_a_nan_and_on_a_raise(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = softmax_xp.log_softmax
+
+    def nan_for_minus_inf(x: Any, *args: Any, **kwargs: Any) -> Any:
+        out = real(x, *args, **kwargs)
+        return np.where(np.isneginf(out), np.nan, out)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        msg = "logsumexp is broken here"
+        raise RuntimeError(msg)
+
+    monkeypatch.setattr(softmax_xp, "log_softmax", nan_for_minus_inf)
+    monkeypatch.setattr(softmax_xp, "logsumexp", broken)
+    status, out = _main(["check", "--backends", "numpy", "--json"], capsys)
+    assert status == 1
+    data = json.loads(out)
+    by_check = {(r["check"], r["dtype"]): r for r in data["results"]}
+    allneg = by_check["contract: all -inf", "float64"]
+    assert allneg["status"] == "FAIL"
+    assert allneg["detail"].startswith("log_softmax[0] = nan"), allneg
+    lse = by_check["accuracy: logsumexp", "float32"]
+    assert lse["status"] == "FAIL"
+    assert "RuntimeError: logsumexp is broken here" in lse["detail"]
+    assert by_check["accuracy: softmax", "float32"]["status"] == "pass"
+
+
+@needs("array_api_strict")
+def test_check_skips_a_missing_dtype(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out = _main(["check", "--backends", "array_api_strict"], capsys)
+    assert status == 0, out
+    line = _line(out, "SKIP  float16 row of 70,000 zeros")
+    assert "has no float16" in line
+
+
+def test_check_skips_a_broken_backend(tmp_path: Path) -> None:
+    _broken(tmp_path, "cupy")
+    proc = _run(
+        "-m", "softmax_xp", "check", "--backends", "numpy,cupy", pythonpath=(tmp_path,)
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = _line(proc.stdout, "cupy:")
+    assert "SKIP" in line, line
+    assert "cupy is broken here" in line, line
+
+
+def test_check_bad_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    from softmax_xp.__main__ import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["check", "--backends", "numpy,tensorflow"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --backends" in err
+    assert "tensorflow" in err
+
+
+# --- bench ----------------------------------------------------------------
+
+
+def _bench_argv(out: Path, *extra: str) -> list[str]:
+    return [
+        "bench",
+        "--quick",
+        "--backends",
+        "numpy",
+        "--shapes",
+        "8x128",
+        "--dtypes",
+        "float32",
+        "--repeat",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def test_bench_quick(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import contextlib
+
+    from softmax_xp._cli import bench
+
+    calls: list[tuple[int, int, str]] = []
+
+    @contextlib.contextmanager
+    def recorder(enabled: bool) -> Any:
+        assert enabled
+        yield lambda *a: calls.append(a)
+
+    monkeypatch.setattr(bench, "progress_bar", recorder)
+    status, out = _main(_bench_argv(tmp_path), capsys)
+    assert status == 0, out
+    assert calls == [(1, 1, "8x128 float32")]
+    # the ratio table: one row per kind, checked against scipy or our NumPy
+    for kind in ("softmax", "log_softmax", "logsumexp"):
+        assert re.search(rf"^  {kind} +numpy .* ok$", out, re.MULTILINE), out
+    [json_file] = tmp_path.glob("bench-quick-*.json")
+    data = json.loads(json_file.read_text())
+    ours = [r for r in data["records"] if r["role"] == "ours"]
+    assert {r["kind"] for r in ours} == {"softmax", "log_softmax", "logsumexp"}
+    assert all(r["shape"] == [8, 128] and r["median_s"] > 0 for r in ours)
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    if importlib.util.find_spec("matplotlib") is None:
+        assert pngs == []
+        assert "matplotlib is not importable" in out
+    else:
+        stem = json_file.stem
+        assert pngs == [f"{stem}-scaling.png", f"{stem}.png"]
+        for p in tmp_path.glob("*.png"):
+            assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--backends", "numpy,tensorflow", "argument --backends: tensorflow"),
+        ("--dtypes", "float8", "argument --dtypes: float8"),
+        ("--kinds", "softplus", "argument --kinds: softplus"),
+        ("--shapes", "12xab", "--shapes: '12xab' is not ROWSxCOLS"),
+        ("--device", "tpu", "argument --device: invalid choice: 'tpu'"),
+    ],
+)
+def test_bench_bad_options(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+    value: str,
+    message: str,
+) -> None:
+    from softmax_xp.__main__ import main
+
+    with pytest.raises(SystemExit) as info:
+        main([*_bench_argv(tmp_path), option, value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: softmax-xp bench" in err
+    assert message in err, err
+    assert not list(tmp_path.iterdir())  # nothing ran
+
+
+def test_bench_device_with_no_backend_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from softmax_xp.__main__ import main
+
+    with pytest.raises(SystemExit) as info:
+        main([*_bench_argv(tmp_path), "--device", "gpu"])
+    assert info.value.code == 2
+    assert "--device gpu: none of --backends numpy runs there" in (
+        capsys.readouterr().err
+    )
+
+
+def test_bench_progress_fallback() -> None:
+    """Without rich and tqdm (or with --no-progress) there is no bar object."""
+    from softmax_xp._cli.bench import progress_bar
+
+    with progress_bar(enabled=False) as bar:
+        assert bar is None
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("rich") is None, reason="rich is not installed"
+)
+def test_bench_progress_rich() -> None:
+    from softmax_xp._cli.bench import progress_bar
+
+    with progress_bar(enabled=True) as bar:
+        assert bar is not None
+        bar(1, 2, "a")
+        bar(2, 2, "b")
+
+
+BENCH_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+
+@pytest.mark.skipif(not BENCH_SCRIPT.is_file(), reason="not a source checkout")
+def test_benchmarks_run_py_still_works() -> None:
+    proc = _run(str(BENCH_SCRIPT), "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: benchmarks/run.py" in proc.stdout
+    assert "benchmarks/results" in proc.stdout  # its own default output folder
+
+
+# --- help -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["info", "check", "bench", "demo"])
+def test_subcommand_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from softmax_xp.__main__ import main
+
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: softmax-xp {command}")
+    assert len(out.splitlines()) > 4  # a description, not just the usage
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from softmax_xp.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("info", "check", "bench", "demo"):
+        assert re.search(rf"^    {command} ", out, re.MULTILINE), out
+
+
+# --- demo: the special cases beside the peers --------------------------------
+
+
+def _case_block(out: str, title: str) -> list[str]:
+    """The lines under ``case: <title>`` up to the next case or the end."""
+    lines = out.splitlines()
+    start = lines.index(f"  case: {title}")
+    block = []
+    for ln in lines[start + 1 :]:
+        if not ln.startswith("    "):
+            break
+        block.append(ln.strip())
+    return block
+
+
+@pytest.mark.parametrize(
+    ("title", "ours"),
+    [
+        ("softmax([-inf, -inf])", "[0. 0.]"),
+        ("softmax([inf, 1.0])", "[1. 0.]"),
+        ("softmax([1.0, 2.0]) with every entry masked", "[0. 0.]"),
+        (
+            "softmax of 70,000 float16 zeros (1/70,000 = 1.429e-05)",
+            # 1/70000 rounded once to float16, summed in float64
+            (
+                f"float16: all {float(np.float16(1 / 70_000)):.4g}, "
+                f"sum {70_000 * float(np.float16(1 / 70_000)):.4g}"
+            ),
+        ),
+    ],
+)
+def test_demo_special_cases_beside_peers(
+    demo: subprocess.CompletedProcess[str], title: str, ours: str
+) -> None:
+    block = _case_block(demo.stdout, title)
+    assert block[0].split(None, 1) == ["softmax-xp", ours], block
+    peers = {ln.split()[0]: ln for ln in block[1:]}
+    for module, label in (
+        ("scipy", "scipy.special.softmax"),
+        ("torch", "torch.softmax"),
+        ("jax", "jax.nn.softmax"),
+    ):
+        # each installed peer is run and shown (what it returns is its business)
+        assert (label in peers) == (importlib.util.find_spec(module) is not None)
+        if label in peers:
+            assert "raised" not in peers[label], peers[label]
+    assert "RuntimeWarning" not in demo.stderr

@@ -23,6 +23,37 @@ def _demo(args: argparse.Namespace) -> int:  # noqa: ARG001 - demo takes no opti
     return run_demo()
 
 
+def _info(args: argparse.Namespace) -> int:
+    from ._cli import info
+
+    return info.run(args)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from ._cli import check
+
+    return check.run(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from ._cli import bench
+
+    sub: argparse.ArgumentParser = args.subparser
+    return bench.run(args, sub)
+
+
+EPILOG = """\
+examples:
+  softmax-xp info                 versions, backends, devices, fast or generic path
+  softmax-xp check                the contract on every backend here (exit 1 on FAIL)
+  softmax-xp check --json > check.json
+  softmax-xp bench --quick        a short benchmark run: table, JSON and PNG
+  softmax-xp demo                 the naive formula overflowing, the stable one
+
+Each command imports only the backends it needs, when it runs.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; a new subcommand is one more ``add_parser`` here."""
     parser = argparse.ArgumentParser(
@@ -30,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "One numerically stable softmax family for every array API backend."
         ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {__version__}"
@@ -47,6 +80,51 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     demo.set_defaults(handler=_demo)
+
+    from ._cli import bench, check, info
+
+    info_parser = commands.add_parser(
+        "info",
+        help="versions, importable backends, their devices and paths",
+        description=(
+            "Print the versions of softmax-xp and of the libraries it works with, "
+            "which backends import, the devices each one sees, and whether "
+            "softmax-xp takes its fast path or the generic array-API core on "
+            "each. Paste it into a bug report."
+        ),
+    )
+    info.add_arguments(info_parser)
+    info_parser.set_defaults(handler=_info)
+
+    check_parser = commands.add_parser(
+        "check",
+        help="the contract and accuracy spot checks on every backend and device",
+        description=(
+            "Run every row of the special-value contract (NaN, +inf, -inf, fully "
+            "masked and empty slices), the float16 and logsumexp edge cases, "
+            "integer input and accuracy spot checks against Python float math, "
+            "on every installed backend and every device it sees. Prints PASS, "
+            "FAIL or SKIP (with the reason) per check; exits 1 on any FAIL. "
+            "JAX runs with jax_enable_x64 so that float64 is checked too."
+        ),
+    )
+    check.add_arguments(check_parser)
+    check_parser.set_defaults(handler=_check)
+
+    bench_parser = commands.add_parser(
+        "bench",
+        help="time softmax-xp against each backend's own softmax and the floors",
+        description=(
+            "Time softmax-xp against scipy.special, torch, jax.nn and the "
+            "np.exp / copy floors; print the ratio table and the performance "
+            "targets, and write the raw timings as JSON and two PNG plots "
+            "(throughput per case, and throughput against input size). "
+            "The PNGs need matplotlib; the progress bar uses rich or tqdm "
+            "when installed (pip install 'softmax-xp[cli]')."
+        ),
+    )
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(handler=_bench, subparser=bench_parser)
     return parser
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -162,4 +163,111 @@ def run_demo() -> int:
     )
     for backend in BACKENDS:
         print(_backend_line(backend, sx.softmax))
+    print()
+    print("The special cases beside the peers (each library run now, on NumPy input):")
+    peer_cases = _peer_cases(sx)
+    if not any(peers for _title, _ours, peers in peer_cases):
+        print("  (scipy, torch and jax are not installed here: no peer to show)")
+    for title, ours, peers in peer_cases:
+        print(f"  case: {title}")
+        print(f"    {'softmax-xp':<30}{_outcome(ours)}")
+        for label, call in peers:
+            print(f"    {label:<30}{_outcome(call)}")
     return 0
+
+
+HALF_ZEROS = 70_000
+
+
+def _summary(a: Any) -> str:
+    """A short text for one result: the values, or for a long row a digest."""
+    y = np.asarray(a)
+    if y.size <= 4:
+        return _fmt(y)
+    wide = y.astype(np.float64)
+    nans = int(np.isnan(wide).sum())
+    if nans:
+        return f"{y.dtype}: {nans} of {y.size} values NaN"
+    first = float(wide.reshape(-1)[0])
+    same = "all" if bool(np.all(wide == first)) else "first"
+    return f"{y.dtype}: {same} {first:.4g}, sum {float(np.sum(wide)):.4g}"
+
+
+def _outcome(call: Callable[[], Any]) -> str:
+    try:
+        # a peer's overflow and invalid-value warnings are what the NaN in its
+        # result already shows
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return _summary(call())
+    except Exception as exc:  # noqa: BLE001 - the demo reports, never crashes
+        return f"raised {_describe_error(exc)}"
+
+
+Peer = tuple[str, Callable[[], Any]]
+
+
+def _peer_calls(values: Any, mask: Any = None) -> list[Peer]:
+    """scipy.special, torch and jax.nn softmax of ``values`` (a NumPy array).
+
+    None of them drops masked entries the way ``where=`` does, except JAX's
+    ``where``; for scipy and torch a mask is written as -inf, the usual idiom.
+    """
+    peers: list[Peer] = []
+    masked = values if mask is None else np.where(mask, values, -np.inf)
+    if importlib.util.find_spec("scipy") is not None:
+
+        def scipy_call() -> Any:
+            return _module("scipy.special").softmax(masked, axis=-1)
+
+        label = "scipy.special.softmax" + (" (-inf)" if mask is not None else "")
+        peers.append((label, scipy_call))
+    if importlib.util.find_spec("torch") is not None:
+
+        def torch_call() -> Any:
+            torch = _module("torch")
+            return _torch_to_numpy(torch.softmax(torch.asarray(masked), dim=-1))
+
+        label = "torch.softmax" + (" (-inf)" if mask is not None else "")
+        peers.append((label, torch_call))
+    if importlib.util.find_spec("jax") is not None:
+
+        def jax_call() -> Any:
+            jnp = _module("jax.numpy")
+            nn = _module("jax.nn")
+            kw = {} if mask is None else {"where": jnp.asarray(mask)}
+            return np.asarray(nn.softmax(jnp.asarray(values), axis=-1, **kw))
+
+        label = "jax.nn.softmax" + (" (where=)" if mask is not None else "")
+        peers.append((label, jax_call))
+    return peers
+
+
+def _peer_cases(sx: Any) -> list[tuple[str, Callable[[], Any], list[Peer]]]:
+    inf = np.inf
+    both_minus = np.asarray([-inf, -inf])
+    plus = np.asarray([inf, 1.0])
+    row = np.asarray([1.0, 2.0])
+    none = np.asarray([False, False])
+    zeros = np.zeros(HALF_ZEROS, dtype=np.float16)
+    return [
+        (
+            "softmax([-inf, -inf])",
+            lambda: sx.softmax(both_minus),
+            _peer_calls(both_minus),
+        ),
+        ("softmax([inf, 1.0])", lambda: sx.softmax(plus), _peer_calls(plus)),
+        (
+            "softmax([1.0, 2.0]) with every entry masked",
+            lambda: sx.softmax(row, where=none),
+            _peer_calls(row, none),
+        ),
+        (
+            (
+                f"softmax of {HALF_ZEROS:,} float16 zeros (1/{HALF_ZEROS:,} = "
+                f"{1 / HALF_ZEROS:.4g})"
+            ),
+            lambda: sx.softmax(zeros),
+            _peer_calls(zeros),
+        ),
+    ]

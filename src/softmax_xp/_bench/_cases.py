@@ -143,6 +143,13 @@ class Skip:
     reason: str
 
 
+def _thunk(
+    finish: Callable[[Any], Any], f: Callable[[Any], Any], x: Any
+) -> Callable[[], Any]:
+    """``finish(f(x))`` as a call with no arguments (binds ``f`` and ``x`` now)."""
+    return lambda: finish(f(x))
+
+
 def _import(name: str) -> tuple[Any, str | None]:
     try:
         return importlib.import_module(name), None
@@ -367,7 +374,7 @@ def _torch_candidates(
                 "torch",
                 "peer",
                 kind,
-                lambda g=g: finish(g(xt)),
+                _thunk(finish, g, xt),
                 _torch_numpy,
                 floor=floor,
             )
@@ -458,7 +465,7 @@ class JaxBackend(Backend):
                     "jax.nn (jit)",
                     "peer",
                     kind,
-                    lambda peer=peer: finish(peer(xj)),
+                    _thunk(finish, peer, xj),
                     _np,
                     floor=floor,
                 )
@@ -477,7 +484,7 @@ class JaxBackend(Backend):
                     "softmax_xp in jit",
                     "variant",
                     kind,
-                    lambda f=ours_jit: finish(f(xj)),
+                    _thunk(finish, ours_jit, xj),
                     _np,
                     ("jax", "jax.nn (jit)"),
                     floor,
@@ -598,7 +605,7 @@ class CupyBackend(Backend):
                         "cupyx.scipy.special",
                         "peer",
                         kind,
-                        lambda g=g: finish(g(xc)),
+                        _thunk(finish, g, xc),
                         to_numpy,
                         floor="cupy",
                     )

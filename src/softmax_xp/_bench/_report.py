@@ -270,7 +270,7 @@ def evaluate_targets(result: Record) -> list[dict[str, Any]]:
 def _why(result: Record, backend: str) -> str:
     for s in result.get("skipped", []):
         if s["backend"] == backend:
-            return s["reason"]
+            return str(s["reason"])
     if backend not in result["config"]["backends"]:
         return "not selected"
     if any(e["backend"] == backend for e in result.get("errors", [])):
@@ -389,18 +389,29 @@ _KIND_COLOURS = {
 }
 
 
-def plot(result: Record, path: Path) -> str | None:
-    """Throughput (input GB/s) per case, grouped by backend, floors as lines.
-
-    Returns ``None`` when written, else why not (matplotlib missing).
-    """
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend, or why it is not importable."""
     try:
         import matplotlib as mpl
 
         mpl.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        return f"matplotlib is not importable ({exc}); no PNG written"
+        return (
+            f"matplotlib is not importable ({exc}); no PNG written "
+            "(pip install matplotlib, or softmax-xp[cli])"
+        )
+    return plt
+
+
+def plot(result: Record, path: Path) -> str | None:
+    """Throughput (input GB/s) per case, grouped by backend, floors as lines.
+
+    Returns ``None`` when written, else why not (matplotlib missing).
+    """
+    plt = _pyplot()
+    if isinstance(plt, str):
+        return plt
     records = [r for r in result["records"] if r.get("gbytes_per_s")]
     groups = _groups(records)
     layouts = list(dict.fromkeys(k[0] for k in groups))
@@ -427,9 +438,12 @@ def plot(result: Record, path: Path) -> str | None:
             if j == 0:
                 ax.set_ylabel("input GB/s")
     handles = (
-        [mpl.patches.Patch(color=_KIND_COLOURS[k], label=f"{k} (ours)") for k in kinds]
+        [
+            plt.matplotlib.patches.Patch(color=_KIND_COLOURS[k], label=f"{k} (ours)")
+            for k in kinds
+        ]
         + [
-            mpl.patches.Patch(
+            plt.matplotlib.patches.Patch(
                 facecolor="white",
                 edgecolor=_KIND_COLOURS[k],
                 hatch="///",
@@ -438,8 +452,10 @@ def plot(result: Record, path: Path) -> str | None:
             for k in kinds
         ]
         + [
-            mpl.lines.Line2D([], [], color="black", ls="--", label="exp floor"),
-            mpl.lines.Line2D([], [], color="grey", ls=":", label="copy"),
+            plt.matplotlib.lines.Line2D(
+                [], [], color="black", ls="--", label="exp floor"
+            ),
+            plt.matplotlib.lines.Line2D([], [], color="grey", ls=":", label="copy"),
         ]
     )
     fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8)
@@ -496,3 +512,98 @@ def _plot_group(ax: Any, recs: Sequence[Record], kinds: Sequence[str]) -> str:
     ax.set_xticks(range(len(columns)), columns, fontsize=8)
     ax.tick_params(axis="y", labelsize=8)
     return ", ".join(notes)
+
+
+def plot_scaling(result: Record, path: Path) -> str | None:
+    """Throughput against input size: one panel per kind and dtype.
+
+    Each backend is one colour: a solid line for ours (``label``, so the
+    ``[in jit]`` and ``[generic]`` variants get their own line), a dashed one
+    for its peer; the floors (exp and copy) are black and grey lines on the
+    same axes. Returns ``None`` when written, else why not.
+    """
+    plt = _pyplot()
+    if isinstance(plt, str):
+        return plt
+    records = [r for r in result["records"] if r.get("gbytes_per_s")]
+    kinds = [k for k in _KIND_COLOURS if any(r["kind"] == k for r in records)]
+    dtypes = list(dict.fromkeys(r["dtype"] for r in records))
+    if not kinds:
+        return "nothing was timed; no PNG written"
+    fig, axes = plt.subplots(
+        len(dtypes),
+        len(kinds),
+        figsize=(5.0 * len(kinds), 3.6 * len(dtypes)),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    labels = list(
+        dict.fromkeys(r["label"] for r in records if r["role"] in {"ours", "variant"})
+    )
+    colour = {label: colours[i % len(colours)] for i, label in enumerate(labels)}
+
+    def line(ax: Any, recs: Sequence[Record], **style: Any) -> None:
+        best: dict[int, float] = {}  # one point per size (the faster layout)
+        for r in recs:
+            best[r["nbytes"]] = max(best.get(r["nbytes"], 0.0), r["gbytes_per_s"])
+        sizes = sorted(best)
+        if sizes:
+            ax.plot(sizes, [best[s] for s in sizes], marker="o", ms=3, **style)
+
+    for i, dtype in enumerate(dtypes):
+        for j, kind in enumerate(kinds):
+            ax = axes[i][j]
+            recs = [r for r in records if r["dtype"] == dtype]
+            for label in labels:
+                mine = [
+                    r
+                    for r in recs
+                    if r["role"] in {"ours", "variant"}
+                    and r["label"] == label
+                    and r["kind"] == kind
+                ]
+                line(ax, mine, color=colour[label], label=f"{label} (ours)")
+                peer = mine[0]["peer"] if mine and mine[0]["peer"] else None
+                if peer is not None:
+                    theirs = [
+                        r
+                        for r in recs
+                        if r["role"] == "peer"
+                        and (r["backend"], r["impl"]) == (peer[0], peer[1])
+                        and r["kind"] == kind
+                    ]
+                    line(
+                        ax,
+                        theirs,
+                        color=colour[label],
+                        ls="--",
+                        label=f"{peer[1]} (peer)",
+                    )
+            for impl, style in (("np.exp", "-"), ("copy", ":")):
+                floor = [
+                    r
+                    for r in recs
+                    if r["role"] == "floor"
+                    and r["impl"] == impl
+                    and r["backend"] == "numpy"
+                ]
+                line(ax, floor, color="black" if impl == "np.exp" else "grey", ls=style,
+                     label=f"floor: {impl}")  # fmt: skip
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title(f"{kind} {dtype}", fontsize=9)
+            ax.set_xlabel("input bytes", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("input GB/s", fontsize=8)
+            ax.tick_params(labelsize=8)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=4, fontsize=7)
+    fig.suptitle(
+        f"softmax-xp {result['mode']} benchmarks, throughput against size, "
+        f"{result['date']}, {result['machine']['cpu_model']}",
+        fontsize=9,
+    )
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return None

@@ -1,8 +1,9 @@
 """The softmax-xp benchmark suite: ours against the peers and the floors, in one run.
 
-``python benchmarks/run.py --help`` for the options; README.md in this folder
-for what is measured and how. The logic lives here so that a ``softmax-xp
-bench`` subcommand can call :func:`main` (or :func:`run_suite`) directly.
+``softmax-xp bench --help`` (or ``python benchmarks/run.py --help``) for the
+options; ``benchmarks/README.md`` in the repository for what is measured and
+how. It ships inside the package so that an installed softmax-xp can time
+itself on the user's machine; nothing here is imported unless ``bench`` runs.
 """
 
 from __future__ import annotations
@@ -10,18 +11,27 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._cases import BACKENDS, FULL_LAYOUTS, KINDS, QUICK_LAYOUTS, parse_layouts
-from ._report import evaluate_targets, format_report, plot, write_json
+from ._report import evaluate_targets, format_report, plot, plot_scaling, write_json
 from ._suite import Config, run_suite
 
-__all__ = ["Config", "build_parser", "config_from_args", "main", "run_suite"]
+__all__ = [
+    "Config",
+    "build_parser",
+    "config_from_args",
+    "main",
+    "run",
+    "run_suite",
+]
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository (benchmarks/..)
-DEFAULT_OUT = ROOT / "benchmarks" / "results"
+# the repository when run from a checkout (src/softmax_xp/_bench/../../..): only
+# used to record the git commit, which is None elsewhere
+ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_OUT = Path("softmax-xp-bench")
 DTYPES = ("float16", "float32", "float64")
 
 
@@ -37,9 +47,15 @@ def _csv(choices: Sequence[str]) -> Any:
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="benchmarks/run.py",
+def build_parser(
+    parser: argparse.ArgumentParser | None = None,
+    *,
+    prog: str = "softmax-xp bench",
+    default_out: Path = DEFAULT_OUT,
+) -> argparse.ArgumentParser:
+    """The suite's options, added to ``parser`` (a new one when ``None``)."""
+    parser = parser or argparse.ArgumentParser(
+        prog=prog,
         description=(
             "Time softmax-xp against scipy.special, torch, jax.nn and the "
             "np.exp / copy floors; print a ratio table and the issue's targets, "
@@ -107,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out",
         type=Path,
-        default=DEFAULT_OUT,
-        help=f"output folder for JSON and PNG (default {DEFAULT_OUT})",
+        default=default_out,
+        help=f"output folder for JSON and PNG (default {default_out})",
     )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     return parser
@@ -145,21 +161,27 @@ def config_from_args(args: argparse.Namespace) -> Config:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the suite from a command line; 0 unless a candidate raised.
+Progress = Callable[[int, int, str], None]
+
+
+def run(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    progress: Progress | None = None,
+) -> int:
+    """Run the suite for parsed ``args``; 0 unless a candidate raised.
 
     A missed target never changes the status: CI proves that the suite runs,
-    it does not judge speed on a shared machine.
+    it does not judge speed on a shared machine. ``progress(done, total,
+    label)`` is called after each input (layout and dtype).
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
     import softmax_xp as sx
 
-    result = run_suite(config, sx, ROOT)
+    result = run_suite(config, sx, ROOT, progress=progress)
     result["targets"] = evaluate_targets(result)
     print(format_report(result))
 
@@ -174,6 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         png_path = out / f"{stem}.png"
         why = plot(result, png_path)
         print(f"PNG: {png_path}" if why is None else f"note: {why}")
+        if why is None:
+            scaling_path = out / f"{stem}-scaling.png"
+            why = plot_scaling(result, scaling_path)
+            print(f"PNG: {scaling_path}" if why is None else f"note: {why}")
     if result["errors"]:
         print(
             f"{len(result['errors'])} candidate(s) raised; see 'errors' above",
@@ -181,3 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     return 0
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str = "softmax-xp bench",
+    default_out: Path = DEFAULT_OUT,
+) -> int:
+    """Run the suite from a command line (no progress bar: logs go to stderr)."""
+    parser = build_parser(prog=prog, default_out=default_out)
+    return run(parser.parse_args(argv), parser)

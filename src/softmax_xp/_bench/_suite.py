@@ -6,7 +6,7 @@ import gc
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,8 +193,16 @@ def _run_group(
     return records, errors, skips
 
 
-def run_suite(config: Config, sx: Any, root: Path) -> dict[str, Any]:
-    """Time everything ``config`` asks for; the raw record (JSON-able)."""
+def run_suite(
+    config: Config,
+    sx: Any,
+    root: Path,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict[str, Any]:
+    """Time everything ``config`` asks for; the raw record (JSON-able).
+
+    ``progress(done, total, label)``, when given, is called after each input.
+    """
     started = time.perf_counter()
     result: dict[str, Any] = {
         "schema": 1,
@@ -261,6 +269,8 @@ def run_suite(config: Config, sx: Any, root: Path) -> dict[str, Any]:
             f"[{i}/{len(groups)}] {layout.label} {dtype}: "
             f"{time.perf_counter() - t0:.1f} s"
         )
+        if progress is not None:
+            progress(i, len(groups), f"{layout.label} {dtype}")
     result.update(
         records=records,
         skipped=[
