@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 from pathlib import Path
 
 import nox
@@ -33,6 +34,7 @@ TEST_DEPS = nox.project.dependency_groups(PYPROJECT, "test")
 TEST_TOOLS = nox.project.dependency_groups(PYPROJECT, "test-tools")
 DEV_DEPS = nox.project.dependency_groups(PYPROJECT, "dev")
 BENCH_DEPS = nox.project.dependency_groups(PYPROJECT, "bench")
+DOCS_DEPS = nox.project.dependency_groups(PYPROJECT, "docs")
 
 TORCH = shlex.split(os.environ.get("SOFTMAX_XP_TORCH", "torch==2.13.0"))
 CUPY = shlex.split(os.environ.get("SOFTMAX_XP_CUPY", "cupy-cuda12x"))
@@ -188,3 +190,31 @@ def bench(session: nox.Session) -> None:
 def bench_quick(session: nox.Session) -> None:
     """The benchmark suite scaled down (under a minute): proves it runs, judges no speed."""
     _bench(session, "--quick")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the site (docs/_build/html) with warnings as errors, run the API
+    page's doctests, then check the built site in headless Chromium. The peer
+    tables run SciPy, torch and JAX, so they are installed; the support matrix
+    reads the test sessions' reports and the benchmark page the newest benchmark
+    JSON, so this session comes last."""
+    session.install(*DOCS_DEPS, *TORCH, "jax[cpu]", ".")
+    build = ROOT / "docs" / "_build"
+    shutil.rmtree(build, ignore_errors=True)
+    sphinx = ("sphinx-build", "-W", "--keep-going", "-q")
+    session.run(*sphinx, "-b", "html", "docs", str(build / "html"))
+    session.run(*sphinx, "-b", "doctest", "docs", str(build / "doctest"))
+    # check_site exits 2 when no Chromium is found: a failure in CI (.ci/run
+    # installs Chromium and sets SOFTMAX_XP_REQUIRE_BROWSER=1), a printed
+    # notice elsewhere, so that `nox` also passes on a machine without it
+    required = os.environ.get("SOFTMAX_XP_REQUIRE_BROWSER") == "1"
+    session.run(
+        "python",
+        "docs/check_site.py",
+        str(build / "html"),
+        *session.posargs,
+        success_codes=[0] if required else [0, 2],
+    )
+    # the generators' and the browser check's own tests (they need Sphinx)
+    _pytest(session, "numpy", test_deps=False, paths=("tests/test_docs_site.py",))

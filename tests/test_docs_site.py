@@ -1,0 +1,187 @@
+"""The documentation site's generators and its browser check.
+
+The tables that docs/_ext/softmax_docs.py generates are checked on made-up
+JUnit reports and benchmark JSON whose counts and ratios are known by
+construction; docs/check_site.py is run in headless Chromium on two tiny sites,
+one that must pass and one whose broken links it must report. Tests skip where
+Sphinx or Chromium is missing (the test sessions do not install them; the
+``docs`` nox session builds the real site and runs the real check).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import needs
+
+import softmax_xp
+
+pytestmark = needs("numpy")
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def _module(name: str, folder: Path):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    return importlib.import_module(name)
+
+
+@pytest.fixture
+def generators():
+    pytest.importorskip("sphinx")
+    return _module("softmax_docs", DOCS / "_ext")
+
+
+def _case(module: str, name: str, outcome: str) -> str:
+    body = {
+        "passed": "",
+        "failed": '<failure message="boom">trace</failure>',
+        "skipped": '<skipped message="no gpu">why</skipped>',
+    }[outcome]
+    return f'<testcase classname="tests.{module}" name="{name}" time="0.1">{body}</testcase>'
+
+
+def _report(path: Path, session: str, cases: list[tuple[str, str, str]]) -> None:
+    body = "".join(_case(*c) for c in cases)
+    path.write_text(
+        '<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests">'
+        f'<testsuite name="{session}" tests="{len(cases)}" '
+        'timestamp="2026-11-26T17:50:34.354825+00:00" hostname="vm">'
+        f"{body}</testsuite></testsuites>",
+        encoding="utf-8",
+    )
+
+
+def test_support_matrix_counts_each_outcome(generators, tmp_path, monkeypatch):
+    _report(
+        tmp_path / "tests-numpy.xml",
+        "tests-numpy",
+        [
+            ("test_contract", "a", "passed"),
+            ("test_contract", "b", "passed"),
+            ("test_contract", "c", "failed"),
+            ("test_lazy", "d", "skipped"),
+        ],
+    )
+    _report(tmp_path / "tests-jax.xml", "tests-jax", [("test_lazy", "d", "passed")])
+    monkeypatch.setenv("SOFTMAX_XP_DOCS_REPORTS", str(tmp_path))
+    text = generators.support_matrix()
+    assert "| `tests-numpy` | numpy | 2 | 1 | 1 | 2026-11-26 17:50 |" in text
+    assert "| `tests-jax` | jax (CPU) | 1 | 0 | 0 |" in text
+    # per module, sessions in file-name order (tests-jax, tests-numpy)
+    assert "| `test_contract` | \N{EN DASH} | 2 / 1 / 0 |" in text
+    assert "| `test_lazy` | 1 / 0 / 0 | 0 / 0 / 1 |" in text
+    assert "No report for:" in text
+    assert "`tests-strict`" in text
+
+
+def test_support_matrix_without_reports_says_so(generators, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOFTMAX_XP_DOCS_REPORTS", str(tmp_path / "absent"))
+    text = generators.support_matrix()
+    assert "No test reports were found" in text
+    assert "| session |" not in text
+
+
+def test_bench_tables_ratios(generators, tmp_path, monkeypatch):
+    common = {"layout": "8x128", "shape": [8, 128], "axis": -1, "dtype": "float32"}
+    records = [
+        {**common, "backend": "numpy", "impl": "np.exp", "role": "floor",
+         "kind": None, "median_s": 0.001},
+        {**common, "backend": "numpy", "impl": "scipy.special", "role": "peer",
+         "kind": "softmax", "median_s": 0.004},
+        {**common, "backend": "numpy", "impl": "softmax_xp", "role": "ours",
+         "kind": "softmax", "label": "numpy", "peer": ["numpy", "scipy.special"],
+         "floor": "numpy", "median_s": 0.002, "check": {"ok": True}},
+    ]  # fmt: skip
+    run = {"mode": "quick", "date": "2026-11-26", "machine": {"cpu_model": "cpu X"}}
+    path = tmp_path / "bench-quick-1.json"
+    path.write_text(json.dumps({**run, "records": records}), encoding="utf-8")
+    monkeypatch.setenv("SOFTMAX_XP_DOCS_BENCH", str(path))
+    text = generators.bench_tables()
+    assert "cpu X" in text
+    row = "| softmax | numpy | 2 ms | numpy scipy.special | 4 ms | 0.50 | 2.00 | ok |"
+    assert row in text
+
+
+def test_bench_tables_without_results_say_so(generators, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOFTMAX_XP_DOCS_BENCH", str(tmp_path / "none.json"))
+    assert "No benchmark results were found" in generators.bench_tables()
+
+
+# --- the browser check -------------------------------------------------------
+
+PAGES = ("index.html", "contract.html", "api.html")
+
+
+def _site(folder: Path, *, broken: bool) -> None:
+    nav = "".join(f'<a href="{p}">{p}</a>' for p in PAGES)
+    titles = {"index.html": "softmax-xp", "contract.html": "The contract"}
+    titles["api.html"] = "API reference"
+    for page in PAGES:
+        extra = ""
+        if page == "contract.html":
+            extra = (
+                "<p>Beside SciPy, torch and JAX: scipy.special softmax([inf, 1])</p>"
+            )
+        if page == "index.html":
+            extra = (
+                '<p id="top">no NaN comes out</p><a href="contract.html#edges">c</a>'
+            )
+            if broken:
+                extra += (
+                    '<a href="gone.html">x</a><a href="contract.html#nowhere">y</a>'
+                )
+                extra += '<img src="_static/missing.png">'
+        if page == "api.html":
+            extra = "<p>logsumexp_state</p>" + "".join(
+                f'<dt id="softmax_xp.{n}">{n}</dt>' for n in softmax_xp.__all__
+            )
+        (folder / page).write_text(
+            f"<!DOCTYPE html><html><head><title>{titles[page]}</title></head>"
+            f"<body><nav>{nav}</nav><h1>{titles[page]}</h1>"
+            f'<h2 id="edges">edges</h2>{extra}</body></html>',
+            encoding="utf-8",
+        )
+
+
+@pytest.fixture
+def check_site():
+    if not any(shutil.which(b) for b in ("chromium", "chromium-browser")):
+        if os.environ.get("SOFTMAX_XP_REQUIRE_BROWSER") == "1":  # CI installs it
+            pytest.fail("no chromium on PATH, and SOFTMAX_XP_REQUIRE_BROWSER=1")
+        pytest.skip("no chromium on PATH")
+    return _module("check_site", DOCS)
+
+
+def test_check_site_passes_a_sound_site(check_site, tmp_path, capsys):
+    _site(tmp_path, broken=False)
+    assert check_site.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "3 pages rendered" in out
+    assert "FAIL" not in out
+
+
+def test_check_site_reports_broken_links(check_site, tmp_path, capsys):
+    _site(tmp_path, broken=True)
+    assert check_site.main([str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "index.html: <a> 'gone.html': no such file" in out
+    assert "index.html: 'contract.html#nowhere': no element id 'nowhere'" in out
+    assert "index.html: <img> '_static/missing.png': no such file" in out
+    assert out.count("FAIL ") == 3
+
+
+def test_check_site_reports_a_missing_page(check_site, tmp_path, capsys):
+    _site(tmp_path, broken=False)
+    (tmp_path / "api.html").unlink()
+    assert check_site.main([str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL api.html: missing from the build" in out
+    assert "FAIL index.html: the navigation does not link" not in out  # api gone
