@@ -90,11 +90,18 @@ def _family(
 ) -> str | None:
     """softmax, log_softmax and logsumexp of ``x`` (last axis) against ``want``."""
     tol = _exactish(dtype)
+    return _three(t, sx, x, want, dtype, tol, **kw)
+
+
+def _three(
+    t: Any, sx: Any, x: Any, want: Any, dtype: str, tol: Any, **kw: Any
+) -> str | None:
+    """softmax, log_softmax and logsumexp of ``x`` against ``want`` (three
+    references, in that order): the first mismatch, or ``None``."""
     for fname, expected in zip(
         ("softmax", "log_softmax", "logsumexp"), want, strict=True
     ):
-        out = getattr(sx, fname)(x, axis=-1, **kw)
-        got = t.to_numpy(out)
+        got = t.to_numpy(getattr(sx, fname)(x, axis=-1, **kw))
         if str(got.dtype) != dtype:
             return f"{fname} returned {got.dtype}, expected {dtype}"
         why = _compare(fname, got, expected, tol)
@@ -179,16 +186,7 @@ def _half_zeros(t: Target, sx: Any, dtype: str) -> str | None:
         [-math.log(n)] * n,
         [math.log(n)],
     )
-    for fname, expected in zip(
-        ("softmax", "log_softmax", "logsumexp"), want, strict=True
-    ):
-        got = t.to_numpy(getattr(sx, fname)(x, axis=-1))
-        if str(got.dtype) != dtype:
-            return f"{fname} returned {got.dtype}, expected {dtype}"
-        why = _compare(fname, got, expected, tol)
-        if why:
-            return why
-    return None
+    return _three(t, sx, x, want, dtype, tol)
 
 
 def _lse_tiny(t: Target, sx: Any, dtype: str) -> str | None:
