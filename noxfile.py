@@ -9,6 +9,10 @@ Environment variables:
   it exact: a bare ``torch`` makes pip fetch a multi-GB CUDA build.
 - ``SOFTMAX_XP_CUPY``, ``SOFTMAX_XP_TORCH_CUDA``, ``SOFTMAX_XP_JAX_GPU``: what
   the GPU session installs (defaults ``cupy-cuda12x``, ``torch``, ``jax[cuda12]``).
+- ``SOFTMAX_XP_TEST_WORKERS``: pytest-xdist workers per test session (default
+  ``auto``, one per core; ``0`` runs in one process).
+- ``SOFTMAX_XP_CONFORMANCE=deep``: the conformance suite's deep profile
+  (tests/test_conformance.py; default ``quick``).
 """
 
 from __future__ import annotations
@@ -40,6 +44,14 @@ TORCH = shlex.split(os.environ.get("SOFTMAX_XP_TORCH", "torch==2.13.0"))
 CUPY = shlex.split(os.environ.get("SOFTMAX_XP_CUPY", "cupy-cuda12x"))
 TORCH_CUDA = shlex.split(os.environ.get("SOFTMAX_XP_TORCH_CUDA", "torch"))
 JAX_GPU = shlex.split(os.environ.get("SOFTMAX_XP_JAX_GPU", "jax[cuda12]"))
+WORKERS = os.environ.get("SOFTMAX_XP_TEST_WORKERS", "auto")
+# JAX's persistent compilation cache, shared by every JAX session and kept
+# between runs (tests-jax spends most of its time compiling)
+JAX_CACHE = Path(
+    os.environ.get(
+        "SOFTMAX_XP_JAX_CACHE", Path.home() / ".cache" / "softmax-xp" / "jax"
+    )
+)
 
 
 def _dev_tool(name: str) -> str:
@@ -58,24 +70,60 @@ def _pytest(
     test_deps: bool = True,
     env: dict[str, str] | None = None,
     paths: tuple[str, ...] = (),
+    install: bool = True,
+    report_name: str | None = None,
 ) -> None:
     """Install the project, its test group and ``deps``; run pytest on ``backends``
-    (over ``paths``, default the whole suite)."""
-    session.install(*deps, ".", *(TEST_DEPS if test_deps else TEST_TOOLS))
+    (over ``paths``, default the whole suite), spread over ``WORKERS`` processes."""
+    if install:
+        session.install(*deps, ".", *(TEST_DEPS if test_deps else TEST_TOOLS))
     REPORTS.mkdir(exist_ok=True)
-    report = REPORTS / f"{session.name}.xml"
+    name = report_name or session.name
+    report = REPORTS / f"{name}.xml"
     report.unlink(missing_ok=True)
+    # whole files per worker: module fixtures (clusters, compiled kernels) stay shared
+    workers = () if WORKERS == "0" else ("-n", WORKERS, "--dist", "loadfile")
     session.run(
         "pytest",
+        *workers,
         f"--junitxml={report}",
         "-o",
-        f"junit_suite_name={session.name}",
+        f"junit_suite_name={name}",
         "--tb=short",
         "--durations=5",
         *paths,
         *session.posargs,
-        env={"SOFTMAX_XP_BACKENDS": backends, **(env or {})},
+        env={
+            "SOFTMAX_XP_BACKENDS": backends,
+            "SOFTMAX_XP_JAX_CACHE": str(JAX_CACHE),
+            **(env or {}),
+        },
     )
+
+
+def _floors() -> list[str]:
+    """``name==lowest`` for every ``>=`` floor that pyproject.toml declares for the
+    runtime, the test group and the CPU backends' extras: what tests-oldest installs."""
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    declared = [
+        *PYPROJECT["project"]["dependencies"],
+        *TEST_DEPS,
+        *extras["jax"],
+        *extras["dask"],
+    ]
+    pins = []
+    for text in declared:
+        req = Requirement(text)
+        lows = [s.version for s in req.specifier if s.operator == ">="]
+        if not lows:
+            msg = f"pyproject.toml declares no >= floor for {text!r}"
+            raise ValueError(msg)
+        # jaxlib comes with the jax[cpu] extra, pinned to jax's own version
+        extra = sorted(req.extras | ({"cpu"} if req.name == "jax" else set()))
+        pins.append(
+            f"{req.name}{'[' + ','.join(extra) + ']' if extra else ''}=={lows[0]}"
+        )
+    return pins
 
 
 @nox.session(name="tests-numpy", tags=["tests"])
@@ -135,6 +183,25 @@ def tests_generic(session: nox.Session) -> None:
     the generic core keeps the contract on NumPy too, half precision included
     (array-api-strict, which always runs it, has no half types)."""
     _pytest(session, "numpy", env={"SOFTMAX_XP_FORCE_GENERIC": "1"})
+
+
+@nox.session(name="tests-oldest", tags=["tests"])
+def tests_oldest(session: nox.Session) -> None:
+    """The lowest versions pyproject.toml declares (numpy, array-api-compat, the
+    test tools, JAX and Dask; torch's floor is the CPU build tests-torch runs):
+    the whole suite on NumPy and array-api-strict, then the conformance and
+    contract suites on JAX and Dask."""
+    session.install(*_floors())
+    session.install("--no-deps", ".")
+    session.run("python", "-m", "pip", "list", "--format=freeze", silent=False)
+    _pytest(session, "numpy,array_api_strict", install=False)
+    _pytest(
+        session,
+        "jax,dask",
+        install=False,
+        paths=("tests/test_conformance.py", "tests/test_contract.py"),
+        report_name="tests-oldest-jax-dask",
+    )
 
 
 @nox.session(name="tests-cupy", tags=["tests", "gpu"], default=False)

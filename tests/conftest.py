@@ -30,6 +30,13 @@ if importlib.util.find_spec("jax") is not None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    # nox points every JAX session at one persistent compilation cache: most of
+    # tests-jax's time is XLA compiling the same small kernels run after run
+    if os.environ.get("SOFTMAX_XP_JAX_CACHE"):
+        jax.config.update(
+            "jax_compilation_cache_dir", os.environ["SOFTMAX_XP_JAX_CACHE"]
+        )
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 CPU_BACKENDS = (
     "numpy",
