@@ -24,6 +24,8 @@ import numpy as np
 import pytest
 from _helpers import assert_same_special_positions
 from conftest import needs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import softmax_xp as sx
 
@@ -551,3 +553,595 @@ def test_functorch_vmap_and_grad(kind: str) -> None:
     g = torch.func.grad(lambda r: _finite_sum(_call(kind, r, -1)))(x)
     assert torch.isfinite(g).all()
     assert (g[2] == 0).all()  # nothing left
+
+
+# ---------------------------------------------------------------------------
+# issue 10: dtype= narrowing, gradients of masked entries, empty input
+
+
+def _py(t: Any) -> list[float]:
+    return _np(t).ravel().tolist()
+
+
+def _softmax64(v: list[float]) -> list[float]:
+    """Softmax in float64 Python math of finite values (independent reference)."""
+    m = max(v)
+    e = [math.exp(a - m) for a in v]
+    return [a / sum(e) for a in e]
+
+
+# (x, its dtype, dtype=, x as dtype= rounds it): values beyond the new range
+# become +-inf, as IEEE rounding does (DESIGN §2, "dtype= narrowing casts first")
+NARROWING = [
+    ([1e308, 0.0], "float64", "float32", [INF, 0.0]),
+    ([-1e308, 0.0, 1.0], "float64", "float32", [-INF, 0.0, 1.0]),
+    ([1e39, 1.0, -1e39], "float64", "bfloat16", [INF, 1.0, -INF]),
+    ([3.4e38, 2.0**120, 0.0], "float32", "bfloat16", [INF, 2.0**120, 0.0]),
+    ([7e4, 6.9e4, 0.0], "float32", "float16", [INF, INF, 0.0]),
+    ([7e4, 6.9e4, 0.0], "float64", "float16", [INF, INF, 0.0]),
+    ([-7e4, -6.9e4], "float64", "float16", [-INF, -INF]),
+    ([-7e4, 1.0, 2.0], "float32", "float16", [-INF, 1.0, 2.0]),
+    ([70000, 69999, 0], "int32", "float16", [INF, INF, 0.0]),
+]
+
+
+def _contract_row(kind: str, v: list[float]) -> Any:
+    """The contract's table (DESIGN §2) for one slice without NaN."""
+    if kind == "softmin":
+        v = [-a for a in v]
+    if kind == "logsumexp":
+        if INF in v:
+            return INF
+        finite = [a for a in v if a != -INF]
+        if not finite:
+            return -INF
+        m = max(finite)
+        return m + math.log(sum(math.exp(a - m) for a in finite))
+    k = v.count(INF)
+    if k:
+        p = [1.0 / k if a == INF else 0.0 for a in v]
+    elif all(a == -INF for a in v):
+        p = [0.0] * len(v)
+    else:
+        fin = [a for a in v if a != -INF]
+        q = iter(_softmax64(fin))
+        p = [0.0 if a == -INF else next(q) for a in v]
+    if kind == "log_softmax":
+        return [math.log(a) if a > 0 else -INF for a in p]
+    return p
+
+
+@pytest.mark.parametrize(("data", "src", "dst", "rounded"), NARROWING)
+@pytest.mark.parametrize("kind", KINDS)
+def test_dtype_narrowing_casts_first(
+    path: str, kind: str, data: list[float], src: str, dst: str, rounded: list[float]
+) -> None:
+    """``[1e308, 0]`` float64 with ``dtype=float32`` is ``[1, 0]``, not NaN (issue 10)."""
+    import torch
+
+    x = _t(data, src)
+    want = np.asarray(_contract_row(kind, rounded), dtype=np.float64)
+    dt = getattr(torch, dst)
+    tol = {"rtol": 2 * EPS[dst], "atol": 0.0}
+    for kw in ({}, {"temperature": 1.0}) if kind != "logsumexp" else ({},):
+        out = _call(kind, x, -1, dtype=dt, **kw)
+        assert out.dtype == dt
+        assert_same_special_positions(_np(out), want)
+        np.testing.assert_allclose(_np(out), want, **tol)
+    if kind == "logsumexp":
+        lse, sign = sx.logsumexp(x, dtype=dt, return_sign=True)
+        assert_same_special_positions(_np(lse), want)
+        np.testing.assert_allclose(_np(lse), want, **tol)
+        # something was left, unless everything was -inf before the cast too
+        assert float(sign) == (0.0 if all(a == -INF for a in data) else 1.0)
+    # a masked huge value is absent: the rest is the distribution
+    if kind != "logsumexp" and len(data) > 2:
+        keep = [True] * (len(data) - 1) + [False]
+        out = _call(kind, x, -1, dtype=dt, where=_t(keep))
+        head = np.asarray(_contract_row(kind, rounded[:-1]), dtype=np.float64)
+        tail = -INF if kind == "log_softmax" else 0.0
+        want_masked = np.append(head, tail)
+        assert_same_special_positions(_np(out), want_masked)
+        np.testing.assert_allclose(_np(out), want_masked, **tol)
+
+
+def test_logsumexp_sign_under_narrowing_stays_one() -> None:
+    """-70000 rounds to -inf in float16, but something was left: sign 1 (DESIGN §2)."""
+    import torch
+
+    lse, sign = sx.logsumexp(
+        _t([-70000.0], "float32"), dtype=torch.float16, return_sign=True
+    )
+    assert lse.dtype == sign.dtype == torch.float16
+    assert float(lse) == -INF
+    assert float(sign) == 1.0
+    lse, sign = sx.logsumexp(
+        _t([[-70000.0, -INF], [-INF, -INF]], "float64"),
+        axis=-1,
+        dtype=torch.float16,
+        return_sign=True,
+    )
+    assert _py(lse) == [-INF, -INF]
+    assert _py(sign) == [1.0, 0.0]
+
+
+def _masked_grad_rows() -> tuple[np.ndarray, np.ndarray]:
+    """Rows for mask gradients: ordinary, peaked, a masked NaN, an unmasked -inf, masked max."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(0.0, 2.0, size=(6, 5))
+    x[1, 2] = 40.0  # peaked: log_softmax's log1p recomputation
+    x[2, 1] = NAN  # masked below
+    x[3, 4] = -INF  # unmasked: its cotangent counts (jax.nn)
+    x[4, 0] = 50.0  # the row's maximum, masked
+    keep = rng.random(x.shape) < 0.7
+    keep[:, 3] = True  # something left in every row but the last
+    keep[2, 1] = keep[4, 0] = False
+    keep[3, 4] = True
+    keep[5] = False  # nothing left: zero gradient
+    return x, keep
+
+
+def _reference_grads(
+    kind: str, x: np.ndarray, keep: np.ndarray, g: np.ndarray, t: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each row's gradient with its masked entries deleted (torch's own functions)."""
+    import torch
+
+    gx = np.zeros_like(x)
+    gt = None if t is None else np.zeros_like(t)
+    for i in range(x.shape[0]):
+        cols = np.flatnonzero(keep[i])
+        if cols.size == 0:
+            continue
+        xi = torch.tensor(x[i, cols], requires_grad=True)
+        ti = torch.tensor(
+            1.0 if t is None else float(t[i, 0]),
+            dtype=torch.float64,
+            requires_grad=True,
+        )
+        xs = -xi if kind == "softmin" else xi
+        if bool((xs == INF).any()):
+            continue  # a +inf slice: constant outputs, zero gradient
+        # only finite entries are divided, as the generic core: a -inf entry
+        # passes its cotangent through unscaled and gives t no gradient
+        finite = torch.isfinite(xs)
+        z = torch.where(finite, torch.where(finite, xs, 0.0) / ti, xs)
+        y = torch.log_softmax(z, 0) if kind == "log_softmax" else torch.softmax(z, 0)
+        y.backward(torch.tensor(g[i, cols]))
+        assert xi.grad is not None
+        assert ti.grad is not None
+        gx[i, cols] = xi.grad.numpy()
+        if gt is not None:
+            gt[i, 0] = float(ti.grad)
+    return gx, gt
+
+
+@pytest.mark.parametrize("axis", [-1, 0])
+@pytest.mark.parametrize("temp", [None, "python", "tensor"])
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax", "softmin"])
+def test_masked_entries_get_no_gradient(
+    path: str, kind: str, temp: str | None, axis: int
+) -> None:
+    """The gradient is that of the unmasked entries alone, 0 at masked ones (issue 10).
+
+    The cotangent is nonzero everywhere, masked entries included: their
+    outputs are constants, so what they receive must not reach the row sums
+    of the backward (log_softmax gave ``[-0.27, 0, -0.73]`` for ``[1, 5, 2]``
+    masked in the middle with cotangent ``[0, 1, 0]``).
+    """
+    import torch
+
+    x_np, keep = _masked_grad_rows()
+    g_np = np.random.default_rng(13).uniform(-1.0, 2.0, size=x_np.shape)
+    t_np = np.linspace(0.5, 2.0, x_np.shape[0])[:, None]
+    t_ref = (
+        None
+        if temp is None
+        else (np.full_like(t_np, 0.7) if temp == "python" else t_np)
+    )
+    want_x, want_t = _reference_grads(kind, x_np, keep, g_np, t_ref)
+
+    def tr(a: np.ndarray) -> np.ndarray:
+        return a if axis == -1 else np.ascontiguousarray(a.T)
+
+    x = _t(tr(x_np)).requires_grad_(True)
+    kw: dict[str, Any] = {"where": _t(tr(keep))}
+    inputs = [x]
+    if temp == "python":
+        kw["temperature"] = 0.7
+    elif temp == "tensor":
+        t = _t(tr(t_np)).requires_grad_(True)
+        kw["temperature"] = t
+        inputs.append(t)
+    y = _call(kind, x, axis, **kw)
+    grads = torch.autograd.grad(y, inputs, grad_outputs=_t(tr(g_np)))
+    gx = tr(grads[0].numpy())
+    assert np.all(gx[~keep] == 0), gx
+    np.testing.assert_allclose(gx, want_x, rtol=1e-12, atol=1e-14)
+    if want_t is not None and temp == "tensor":
+        np.testing.assert_allclose(tr(grads[1].numpy()), want_t, rtol=1e-12, atol=1e-14)
+
+
+def test_masked_gradient_issue_example(path: str) -> None:
+    import torch
+
+    x = torch.tensor([1.0, 5.0, 2.0], requires_grad=True)
+    sx.log_softmax(x, where=torch.tensor([True, False, True])).backward(
+        torch.tensor([0.0, 1.0, 0.0])
+    )
+    assert x.grad is not None
+    assert x.grad.tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax", "softmin"])
+def test_temperature_overflow_keeps_gradients_finite(
+    path: str, kind: str, dtype: str
+) -> None:
+    """``x / t`` overflowing to +-inf is an inf entry, whose output is constant.
+
+    ``softmax([3e38, 1], temperature=tensor(0.25))`` in float32 is ``[1, 0]``
+    (a +inf slice); the temperature's gradient was NaN, ``0 * (x / t) / t``.
+    A slice where the overflow gives ``-inf`` keeps the gradient of the rest,
+    computed here with torch's own functions on the finite entries.
+    """
+    import torch
+
+    big = float(np.finfo(dtype).max) * 0.9
+    sign = -1.0 if kind == "softmin" else 1.0
+    x = _t([[sign * big, 1.0, 2.0], [-sign * big, 1.0, 2.0]], dtype)
+    x.requires_grad_(True)
+    t = _t([[0.25], [0.5]], dtype).requires_grad_(True)
+    y = _call(kind, x, -1, temperature=t)
+    g = _t([[0.3, -1.0, 2.0], [0.7, 1.5, -0.5]], dtype)
+    gx, gt = torch.autograd.grad(y, [x, t], grad_outputs=g)
+    assert torch.isfinite(gx).all()
+    assert torch.isfinite(gt).all()
+    # row 0: a +inf entry after the division: constant outputs
+    assert _py(y[0]) == (
+        [1.0, 0.0, 0.0] if kind != "log_softmax" else [0.0, -INF, -INF]
+    )
+    assert _py(gx[0]) == [0.0, 0.0, 0.0]
+    assert float(gt[0, 0]) == 0.0
+    # row 1: a -inf entry (a constant input) and the other two
+    xr = _t([1.0, 2.0], "float64").requires_grad_(True)
+    tr = _t(0.5, "float64").requires_grad_(True)
+    # the -inf entry's cotangent still counts in log_softmax's sum (jax.nn)
+    z = torch.cat([_t([-INF], "float64"), sign * xr / tr])
+    yr = torch.log_softmax(z, 0) if kind == "log_softmax" else torch.softmax(z, 0)
+    gxr, gtr = torch.autograd.grad(yr, [xr, tr], grad_outputs=g[1].double())
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(_py(gx[1]), [0.0, *_py(gxr)], rtol=tol, atol=tol)
+    np.testing.assert_allclose(float(gt[1, 0]), float(gtr), rtol=tol, atol=tol)
+
+
+EMPTY = [((0, 10), 0), ((0, 10), -1), ((3, 0), -1), ((3, 0), 0), ((2, 0, 3), (1, 2))]
+
+
+@pytest.mark.parametrize(("shape", "axis"), EMPTY)
+@pytest.mark.parametrize("kind", KINDS)
+def test_empty_input_keeps_autograd(
+    kind: str, shape: tuple[int, ...], axis: Any
+) -> None:
+    """``requires_grad`` as torch's own function gives it; autograd.grad gives zeros."""
+    import torch
+
+    peers = {
+        "softmax": torch.softmax,
+        "log_softmax": torch.log_softmax,
+        "softmin": lambda a, d: torch.softmax(-a, d),
+        "logsumexp": torch.logsumexp,
+    }
+    dims = axis if isinstance(axis, tuple) else (axis,)
+    for dtype in ("float32", "float64", "float16"):
+        x = _t(np.zeros(shape), dtype).requires_grad_(True)
+        y = _call(kind, x, axis)
+        if kind == "logsumexp" or len(dims) == 1:
+            peer = peers[kind](x, dims if kind == "logsumexp" else dims[0])
+            assert y.requires_grad == peer.requires_grad
+        assert y.requires_grad
+        assert y.dtype == x.dtype
+        (g,) = torch.autograd.grad(y.sum(), x, allow_unused=False)
+        assert g.shape == x.shape
+        assert g.dtype == x.dtype
+        with torch.no_grad():
+            assert not _call(kind, x, axis).requires_grad
+        assert not _call(kind, x.detach(), axis).requires_grad
+    x = _t(np.zeros(shape)).requires_grad_(True)
+    if kind == "logsumexp":
+        lse, _ = sx.logsumexp(x, axis=axis, keepdims=True, return_sign=True)
+        assert lse.requires_grad
+        (g,) = torch.autograd.grad(lse.sum(), x)
+        assert g.shape == x.shape
+        b = _t(np.ones(shape)).requires_grad_(True)
+        lse = sx.logsumexp(x.detach(), axis=axis, b=b)
+        assert lse.requires_grad
+        assert torch.autograd.grad(lse.sum(), b)[0].shape == b.shape
+    else:
+        # a temperature that requires grad ties in too, even holding inf or NaN
+        t_shape = tuple(1 if n == 0 else n for n in shape)
+        t = _t(np.full(t_shape, INF)).requires_grad_(True)
+        y = _call(kind, x, axis, temperature=t)
+        assert y.requires_grad
+        gx, gt = torch.autograd.grad(y.sum(), [x, t])
+        assert gx.shape == x.shape
+        assert gt.shape == t.shape
+        assert bool((gt == 0).all())
+
+
+# ---------------------------------------------------------------------------
+# hypothesis: the fast path against the generic core on small awkward tensors
+
+# float64 values, rounded to the tensor's dtype (huge ones become +-inf there)
+POOL = [
+    0.0, -0.0, 1.0, -1.0, 2.5, -3.75, 40.0, -40.0,
+    1e300, -1e300, 3e38, -3e38, 6e4, -6e4,  # huge in float64 / float32 / float16
+    1e-30, -1e-30, 1e-310, 1e-40, 1e-7,  # tiny and subnormal (per dtype)
+    INF, -INF, NAN,
+]  # fmt: skip
+INT_POOL = [0, 1, -1, 3, -7, 100, 70000, -70000]
+HDTYPES = ("float32", "float64", "float16", "bfloat16", "int32")
+
+
+@st.composite
+def _hcases(draw: Any) -> dict[str, Any]:
+    kind = draw(st.sampled_from(KINDS))
+    ndim = draw(st.integers(0, 3))
+    shape = tuple(draw(st.lists(st.integers(0, 3), min_size=ndim, max_size=ndim)))
+    dtype = draw(st.sampled_from(HDTYPES))
+    n = math.prod(shape)
+    if dtype == "int32":
+        ints = draw(st.lists(st.sampled_from(INT_POOL), min_size=n, max_size=n))
+        data = np.asarray(ints, dtype=np.float64)
+    else:
+        vals = draw(st.lists(st.sampled_from(POOL), min_size=n, max_size=n))
+        data = np.asarray(vals, dtype=np.float64)
+    data = data.reshape(shape)
+    if ndim and n and draw(st.booleans()):  # an all -inf slice along the last axis
+        data[(0,) * (ndim - 1)] = -INF if dtype != "int32" else 0
+    axis_choices: list[Any] = [None, ()]
+    if ndim:
+        axis_choices += [*range(-ndim, ndim)]
+        axis_choices += [
+            tuple(a for a in range(ndim) if (bits >> a) & 1)
+            for bits in range(1, 2**ndim)
+        ]
+    axis = draw(st.sampled_from(axis_choices))
+    if kind == "logsumexp" and axis == -1 and draw(st.booleans()):
+        axis = None
+
+    def bshape() -> tuple[int, ...]:
+        """A shape that broadcasts to ``shape`` without enlarging it."""
+        drop = draw(st.integers(0, ndim))
+        return tuple(s if draw(st.booleans()) else 1 for s in shape[drop:])
+
+    case: dict[str, Any] = {
+        "kind": kind,
+        "data": data,
+        "dtype": dtype,
+        "axis": axis,
+        "layout": draw(st.sampled_from(["contiguous", "transposed", "strided"])),
+        "branch_free": draw(st.booleans()),
+        "out": draw(
+            st.sampled_from([None, None, "float32", "float64", "float16", "bfloat16"])
+        ),
+        "kw": {},
+    }
+    if draw(st.booleans()):
+        ws = bshape()
+        case["where"] = np.asarray(
+            draw(
+                st.lists(st.booleans(), min_size=math.prod(ws), max_size=math.prod(ws))
+            ),
+            dtype=bool,
+        ).reshape(ws)
+    if kind == "logsumexp":
+        case["kw"]["keepdims"] = draw(st.booleans())
+        case["kw"]["return_sign"] = draw(st.booleans())
+        if draw(st.booleans()):
+            bs = bshape()
+            vals = st.sampled_from([0.0, 1.0, 2.0, 0.5, -1.0])
+            case["b"] = np.asarray(
+                draw(st.lists(vals, min_size=math.prod(bs), max_size=math.prod(bs))),
+                dtype=np.float64,
+            ).reshape(bs)
+    else:
+        t = draw(st.sampled_from([None, "python", "tensor"]))
+        if t == "python":
+            case["kw"]["temperature"] = draw(st.sampled_from([0.3, 1.0, 2.5]))
+        elif t == "tensor":
+            ts = bshape()
+            vals = st.sampled_from([0.25, 0.5, 1.0, 3.0])
+            case["temperature"] = np.asarray(
+                draw(st.lists(vals, min_size=math.prod(ts), max_size=math.prod(ts))),
+                dtype=np.float64,
+            ).reshape(ts)
+    return case
+
+
+def _laid_out(data: np.ndarray, dtype: str, layout: str) -> Any:
+    """``data`` as a tensor of ``dtype``, contiguous or as a transposed / strided view."""
+    import torch
+
+    t = _t(data.astype(np.int32) if dtype == "int32" else data, dtype)
+    if layout == "transposed" and t.ndim >= 2:
+        t = t.mT.contiguous().mT  # same values, column-major strides
+    elif layout == "strided" and t.ndim >= 1:
+        t = torch.repeat_interleave(t, 2, dim=-1)[..., ::2]
+    return t
+
+
+def _hcall(case: dict[str, Any], x: Any, extra: dict[str, Any]) -> Any:
+    import torch
+
+    kw = {**case["kw"], **extra}
+    if case["out"] is not None:
+        kw["dtype"] = getattr(torch, case["out"])
+    return _call(case["kind"], x, case["axis"], **kw)
+
+
+def _as_tuple(out: Any) -> tuple[Any, ...]:
+    return out if isinstance(out, tuple) else (out,)
+
+
+def _nan_slices(case: dict[str, Any]) -> np.ndarray:
+    """Where ``x``'s slice holds a NaN that takes part (not masked, ``b != 0``)."""
+    data = case["data"]
+    live = np.isnan(data)
+    if "where" in case:
+        live &= np.broadcast_to(case["where"], data.shape)
+    if "b" in case:
+        live &= np.broadcast_to(case["b"], data.shape) != 0
+    axis = case["axis"]
+    if axis == ():
+        return live
+    return np.broadcast_to(live.any(axis=axis, keepdims=True), data.shape)
+
+
+def _overflows(case: dict[str, Any], x: Any) -> bool:
+    """Whether a tensor temperature sends a finite entry of ``x`` to +-inf."""
+    if "temperature" not in case:
+        return False
+    xd = _np(x)
+    with np.errstate(over="ignore"):
+        q = np.abs(xd) / np.broadcast_to(case["temperature"], xd.shape)
+    big = np.isfinite(xd) & (q > float(np.finfo(case["dtype"]).max))
+    return bool(big.any())
+
+
+def _declined(case: dict[str, Any], x: Any, extra: dict[str, Any]) -> bool:
+    """Whether the fast path leaves this call to the generic core."""
+    import torch
+
+    from softmax_xp._fast import torch as fast_torch
+    from softmax_xp._validation import prepare, prepare_logsumexp
+
+    kind, kw = case["kind"], case["kw"]
+    dt = None if case["out"] is None else getattr(torch, case["out"])
+    if kind == "logsumexp":
+        call = prepare_logsumexp(
+            x, case["axis"], extra.get("b"), extra.get("where"), dt, None
+        )
+        opts = {"keepdims": kw["keepdims"], "return_sign": kw["return_sign"]}
+        return fast_torch.run(kind, call, **opts) is NotImplemented
+    t = extra.get("temperature", kw.get("temperature"))
+    call = prepare(kind, x, case["axis"], extra.get("where"), t, dt, None)
+    if kind == "softmin":
+        return fast_torch.run("softmax", call, negate=True) is NotImplemented
+    return fast_torch.run(kind, call) is NotImplemented
+
+
+@settings(max_examples=200, deadline=None)
+@given(case=_hcases())
+def test_hypothesis_fast_matches_generic(case: dict[str, Any]) -> None:
+    """Values, special positions and gradients of both paths agree (issue 10, part 5).
+
+    ``dtype=`` casts first (DESIGN §2): the generic side gets ``x`` already cast.
+    """
+    import torch
+
+    from softmax_xp._fast import torch as fast_torch
+
+    kind, dtype = case["kind"], case["dtype"]
+    x = _laid_out(case["data"], dtype, case["layout"])
+    extra: dict[str, Any] = {}
+    if "where" in case:
+        extra["where"] = _t(case["where"])
+    if "b" in case:
+        extra["b"] = _t(case["b"])
+    if "temperature" in case:
+        extra["temperature"] = _t(case["temperature"])
+    out_dtype = case["out"] or ("float32" if dtype == "int32" else dtype)
+    if (
+        "b" in case
+        and case["out"] is None
+        and dtype in ("float32", "float16", "bfloat16", "int32")
+    ):
+        out_dtype = "float64"  # promoted with b's float64
+    x_generic = x
+    if case["out"] is not None and not _declined(case, x, extra):
+        # the generic core computes a narrowing dtype= in the compute dtype
+        # rather than casting first (reported); return_sign keeps the sign of
+        # the exact total (DESIGN §2)
+        x_generic = x.to(getattr(torch, case["out"]))
+    before = x.clone()
+    try:
+        fast_torch.FORCE_BRANCH_FREE = case["branch_free"]
+        fast = _as_tuple(_hcall(case, x, extra))
+    finally:
+        fast_torch.FORCE_BRANCH_FREE = False
+    with sx.force_generic():
+        gen = _as_tuple(_hcall(case, x_generic, extra))
+    assert torch.equal(x.isnan(), before.isnan())
+    assert torch.equal(x.nan_to_num(), before.nan_to_num())
+    for f, g in zip(fast, gen, strict=True):
+        assert f.shape == g.shape
+        assert str(f.dtype).removeprefix("torch.") == out_dtype
+        _compare(kind, f, g, out_dtype, x_generic)
+
+    # gradients: the same on both paths, and finite, except in slices with a
+    # NaN (no promise there: a NaN went in)
+    if dtype not in ("float32", "float64") or case["out"] not in (None, dtype):
+        return
+    if x.numel() == 0:
+        return
+    # cancellation in the backward (g - p * sum(g)) costs eps * |sum(g)|,
+    # times the derivative of x / t: 1 / t for x, |x| / t**2 for t
+    t_min = float(np.min(case.get("temperature", case["kw"].get("temperature", 1.0))))
+    x_fin = np.abs(_np(x)[np.isfinite(_np(x))])
+    x_max = float(np.max(x_fin, initial=1.0))
+    eps = 32 * EPS[dtype] * max(1, x.numel())
+    rtol = 1e-9 if dtype == "float64" else 1e-4
+    atols = [eps / min(t_min, 1.0), eps * x_max / t_min**2]
+    nan_slice = _nan_slices(case)
+    inputs = [x.detach().clone().requires_grad_(True)]
+    t = extra.get("temperature")
+    if t is not None:
+        inputs.append(t.detach().clone().requires_grad_(True))
+
+    def grads(force: bool, branch_free: bool) -> list[np.ndarray]:
+        xs = [a.detach().clone().requires_grad_(True) for a in inputs]
+        kw = {**extra}
+        if t is not None:
+            kw["temperature"] = xs[1]
+        try:
+            fast_torch.FORCE_BRANCH_FREE = branch_free
+            with sx.force_generic(force):
+                y = _as_tuple(_hcall(case, xs[0], kw))[0]
+        finally:
+            fast_torch.FORCE_BRANCH_FREE = False
+        if not y.requires_grad:
+            return [np.zeros(a.shape) for a in xs]
+        # a cotangent on every output, the constant (masked, special) ones too;
+        # not on unmasked -inf outputs, whose gradient the generic core loses
+        # when the slice's max is > 1 (reported: _subtract_max)
+        w = torch.linspace(-0.5, 1.5, y.numel(), dtype=y.dtype).reshape(y.shape)
+        if case["kind"] == "log_softmax":
+            lost = y.detach() == -INF
+            if "where" in case:
+                lost &= _t(case["where"])
+            w = torch.where(lost, 0.0, w)
+        gs = torch.autograd.grad(y, xs, grad_outputs=w, allow_unused=True)
+        return [
+            np.zeros(a.shape) if gr is None else gr.numpy()
+            for a, gr in zip(xs, gs, strict=True)
+        ]
+
+    # x / t overflowing to +-inf: the generic core's gradient is NaN (reported);
+    # the fast path's formulations are then compared with each other
+    if _overflows(case, x):
+        if _declined(case, x, extra):
+            return  # the generic core's NaN (reported)
+        want = grads(False, False)
+    else:
+        want = grads(True, False)
+    for bf in (False, True):
+        got = grads(False, bf)
+        if nan_slice.any():  # the temperature's gradient sums over them
+            got = [np.where(nan_slice, 0.0, got[0])]
+            want = [np.where(nan_slice, 0.0, want[0])]
+        for a, b, atol in zip(got, want, atols, strict=False):
+            assert np.isfinite(a).all(), (bf, a)
+            np.testing.assert_allclose(
+                a, b, rtol=rtol, atol=atol, err_msg=f"branch_free={bf}"
+            )

@@ -57,10 +57,14 @@ operations, suffer most).
 
 Tuple axes are merged into one dimension (``flatten``, a view when the axes are
 adjacent); non-adjacent axes, ``axis=()``, empty arrays and the weighted,
-signed and complex logsumexp go to the generic core. Integer input is cast to
-the compute dtype first; half precision runs the fused kernels with
-``dtype=torch.float32`` and is rounded once at the end (torch's rounding turns
-values beyond the half range into +-inf, as the generic core does).
+signed and complex logsumexp go to the generic core (an empty result is tied
+to the inputs' autograd graph, as torch's own functions keep it). A ``dtype=``
+that rounds (narrowing, or integers) is applied to ``x`` first, so values
+beyond its range are +-inf (DESIGN §2); half precision then runs the
+fused kernels with ``dtype=torch.float32`` and is rounded once at the end
+(torch's rounding turns values beyond the half range into +-inf, as the
+generic core does). Masked outputs are constants under autograd: their
+cotangents are dropped before the backward's row sums.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ from typing import Any
 
 import torch
 
+from .. import _generic
 from .._validation import Call
 
 __all__ = ["FORCE_BRANCH_FREE", "run"]
@@ -91,7 +96,9 @@ RowFn = Callable[[torch.Tensor, Any], torch.Tensor]
 
 def run(kind: str, call: Call, **opts: Any) -> Any:
     """``_generic.<kind>(call, **opts)`` on torch tensors, or ``NotImplemented``."""
-    if call.empty or not call.axes:
+    if call.empty:
+        return _empty(kind, call, opts)
+    if not call.axes:
         return NotImplemented
     if kind == "logsumexp":
         if call.b is not None or opts["return_sign"] or call.x.is_complex():
@@ -123,8 +130,43 @@ def run(kind: str, call: Call, **opts: Any) -> Any:
     return out if out.dtype == call.out_dtype else out.to(call.out_dtype)
 
 
+def _empty(kind: str, call: Call, opts: dict[str, Any]) -> Any:
+    """The generic fill, tied to the inputs' autograd graph as torch's own functions are.
+
+    ``torch.softmax`` / ``torch.logsumexp`` of an empty tensor that requires
+    grad give one that does too, and ``autograd.grad`` then returns zeros;
+    the generic core's fresh ``zeros`` / ``full`` would cut the graph.
+    """
+    parts = [
+        p
+        for p in (call.x, call.temperature, call.b)
+        if isinstance(p, torch.Tensor) and p.is_floating_point() and p.requires_grad
+    ]
+    if not parts or not torch.is_grad_enabled():
+        return NotImplemented
+    out = getattr(_generic, kind)(call, **opts)
+    # an empty slice sums to exactly 0 whatever the tensor holds (inf, NaN)
+    tie = sum(p.reshape(-1)[:0].sum() for p in parts)
+    if isinstance(out, tuple):  # (lse, sign): the sign is piecewise constant
+        return out[0] + tie.to(out[0].dtype), out[1]
+    return out + tie.to(out.dtype)
+
+
 # ---------------------------------------------------------------------------
 # inputs and helpers
+
+# (from, to) casts that are exact: left to the compute dtype's cast (or the
+# fused kernel's dtype=); any other cast to the output dtype happens first
+_WIDENING = frozenset(
+    (a, b)
+    for a, b in [
+        (torch.float16, torch.float32),
+        (torch.float16, torch.float64),
+        (torch.bfloat16, torch.float32),
+        (torch.bfloat16, torch.float64),
+        (torch.float32, torch.float64),
+    ]
+)
 
 
 def _eager(x: torch.Tensor) -> bool:
@@ -146,6 +188,20 @@ def _const(value: float, like: torch.Tensor, dtype: Any = None) -> torch.Tensor:
     return torch.tensor(value, dtype=dtype or like.dtype, device=like.device)
 
 
+def _cast_first(call: Call) -> torch.Tensor:
+    """``x`` in the output dtype when that cast rounds (DESIGN: ``dtype=`` casts first).
+
+    Values beyond a narrower range become +-inf here, as IEEE rounds, and the
+    contract's rules for them apply (``[1e308, 0]`` to float32 gives ``[1, 0]``);
+    integers become the output dtype (half precision: +-inf beyond its range).
+    """
+    x: torch.Tensor = call.x
+    out = call.out_dtype
+    if x.dtype == out or (x.dtype, out) in _WIDENING or x.is_complex():
+        return x
+    return x.to(out)
+
+
 def _inputs(call: Call, *, negate: bool) -> torch.Tensor:
     """``x`` masked, negated and divided by the temperature, as the generic ``_inputs``.
 
@@ -154,7 +210,7 @@ def _inputs(call: Call, *, negate: bool) -> torch.Tensor:
     the fused kernel to widen (``dtype=float32``, no extra pass); otherwise the
     result is in the compute dtype.
     """
-    x: torch.Tensor = call.x
+    x = _cast_first(call)
     cd = call.compute_dtype
     if not x.is_floating_point():  # ints and bools hold no NaN: cast, then mask
         x = x.to(cd)
@@ -166,7 +222,11 @@ def _inputs(call: Call, *, negate: bool) -> torch.Tensor:
     x = x.to(cd)
     if isinstance(t, float):
         # -(x / t) == x / (-t) exactly (rounding is symmetric): one pass for both
-        return x / (-t if negate else t)
+        xt = x / (-t if negate else t)
+        if _grad(x):
+            # as the generic core: +-inf entries pass their gradient unscaled
+            return torch.where(torch.isfinite(x), xt, -x if negate else x)
+        return xt
     if negate:
         x = -x
     if t is not None:
@@ -177,7 +237,18 @@ def _inputs(call: Call, *, negate: bool) -> torch.Tensor:
             # and masked temperatures are never divided by
             x_safe = torch.where(finite, x, _const(0.0, x))
             t_safe = torch.where(finite, t, _const(1.0, x))
-            x = torch.where(finite, x_safe / t_safe, x)
+            xt = x_safe / t_safe
+            if _grad(x) or _grad(t):
+                # a quotient that overflows to +-inf is a constant input (an
+                # inf entry): its backward, -g * (x / t) / t, would be 0 * inf
+                fits = torch.isfinite(xt)
+                xt = torch.where(
+                    fits,
+                    torch.where(fits, x_safe, _const(0.0, x))
+                    / torch.where(fits, t_safe, _const(1.0, x)),
+                    xt.detach(),
+                )
+            x = torch.where(finite, xt, x)
         else:  # the same values with one temporary: divide, restore the non-finite
             xt = x / t
             x = torch.where(finite, xt, x, out=xt)
@@ -437,12 +508,16 @@ class _FromOutput(torch.autograd.Function):
         run = _log_softmax_nograd if log else _softmax_nograd
         y, bad = run(x, dim, where, cd, half_out)
         ctx.log, ctx.dim, ctx.x_dtype = log, dim, x.dtype
-        ctx.save_for_backward(y, bad)
+        ctx.save_for_backward(y, bad, where)
         return y
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> Any:
-        y, bad = ctx.saved_tensors
+        y, bad, where = ctx.saved_tensors
+        if where is not None:
+            # masked outputs are constants: their cotangents must not reach the
+            # row sum of the backward (log_softmax's g - exp(y) * sum(g))
+            g = torch.where(where, g, _const(0.0, g))
         backward = (
             torch._log_softmax_backward_data
             if ctx.log
@@ -517,6 +592,10 @@ def _log_softmax_branch_free(
     bad = torch.isnan(m)
     if where is not None:
         bad = bad & where
+        if _grad(x):
+            # masked outputs are constants (the values are already -inf): no
+            # cotangent may flow from them into m and s
+            out = torch.where(where, out, _const(-_INF, out))
     return torch.where(bad, m.detach(), out)
 
 
@@ -525,7 +604,7 @@ def _log_softmax_branch_free(
 
 
 def _logsumexp(call: Call, *, keepdims: bool) -> torch.Tensor:
-    x: torch.Tensor = call.x
+    x = _cast_first(call)
     cd, dims = call.compute_dtype, call.axes
     if not x.is_floating_point():
         x = x.to(cd)
