@@ -51,8 +51,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("mpmath")
+mpmath = pytest.importorskip("mpmath")
 
+from _helpers import generic
 from _reference import (
     DD,
     FORMATS,
@@ -409,3 +410,144 @@ def test_accuracy_along_axis_0(be: Any, dtype: str) -> None:
         got = be.to_numpy(getattr(sx, func)(x, axis=0)).astype(np.float64)
         err, bound, _ = _measure(func, dtype, got.T, exact, allowance)
         assert (err <= bound).all(), f"{func}: {err.max():.3g} {_metric(func, dtype)}"
+
+
+# --------------------------------------------------------------------------
+# long slices along columns, Fortran order and inner axes
+#
+# Slices up to 100,000 long, laid out along the rows (the reference layout),
+# the first axis of a C-ordered array, Fortran order and the middle axis of a
+# (2, n, 3) array. A naive running sum along a non-contiguous axis errs by
+# up to n roundings, a pairwise one by log2(n): these hold every layout to the
+# bounds of the short rows above. The values come from a pool of 255 normal
+# draws plus one larger value placed once per column (a unique maximum, and
+# s' about n), so the exact results need mpmath only per pool value: with the
+# counts of each value per column, S = sum(count * exp(v - max)).
+
+LONG = (1000, 100_000)
+LONG_COLUMNS = 6  # slices per array: (n, 6), (6, n) or (2, n, 3)
+LONG_LAYOUTS = ("rows", "axis 0", "fortran", "inner axis")
+LONG_POOL = 255
+
+# worst errors along long slices: {(backend, path, layout, function, dtype): worst}
+WORST_LONG: dict[tuple[str, str, str, str, str], float] = {}
+
+
+class LongColumns:
+    """``LONG_COLUMNS`` slices of length ``n`` in one dtype, and their exact results.
+
+    ``x`` is ``(n, LONG_COLUMNS)``, one slice per column; ``exact[func]`` the
+    exact results in that arrangement (logsumexp: one per column), softmax and
+    log_softmax for ``fl(x - max)`` as in the rows test above.
+    """
+
+    def __init__(self, n: int, dtype: str) -> None:
+        rng = np.random.default_rng([n, DTYPES.index(dtype), 17])
+        pool = _round_to(rng.normal(0.0, 1.0, LONG_POOL), dtype)
+        top = _round_to(pool.astype(np.float64).max() + 0.5, dtype)
+        pool = np.append(pool, top)
+        cols = np.arange(LONG_COLUMNS)
+        idx = rng.integers(0, LONG_POOL, (n, LONG_COLUMNS))
+        idx[rng.integers(0, n, LONG_COLUMNS), cols] = LONG_POOL  # the maximum
+        self.x = pool[idx]
+        counts = np.stack([np.bincount(idx[:, c], minlength=pool.size) for c in cols])
+        values = pool.astype(np.float64)
+        shifted = (pool - top).astype(np.float64)  # fl(v - max) in the dtype
+        mpf = mpmath.mpf
+        sm = np.empty((pool.size, LONG_COLUMNS), dtype=object)
+        ls = np.empty((pool.size, LONG_COLUMNS), dtype=object)
+        lse = np.empty(LONG_COLUMNS, dtype=object)
+        with mpmath.workdps(40):
+            e_rounded = [mpmath.exp(mpf(float(z))) for z in shifted]
+            m = mpf(float(values[-1]))
+            e_exact = [mpmath.exp(mpf(float(v)) - m) for v in values]
+            for c in cols:
+                cnt = [int(k) for k in counts[c]]
+                total = mpmath.fsum(k * e for k, e in zip(cnt, e_rounded, strict=True))
+                log_total = mpmath.log(total)
+                sm[:, c] = [e / total for e in e_rounded]
+                ls[:, c] = [mpf(float(z)) - log_total for z in shifted]
+                exact = mpmath.fsum(k * e for k, e in zip(cnt, e_exact, strict=True))
+                lse[c] = m + mpmath.log(exact)
+        self.exact: dict[str, DD] = {"logsumexp": to_dd(lse)}
+        for func, table in (("softmax", sm), ("log_softmax", ls)):
+            dd = to_dd(table)
+            self.exact[func] = DD(dd.hi[idx, cols], dd.lo[idx, cols])
+
+    @staticmethod
+    def arrange(x: np.ndarray, layout: str) -> tuple[np.ndarray, int]:
+        """``x`` (n, LONG_COLUMNS) in ``layout``, and the axis of its slices."""
+        n = x.shape[0]
+        if layout == "rows":
+            return np.ascontiguousarray(x.T), -1
+        if layout == "axis 0":
+            return np.ascontiguousarray(x), 0
+        if layout == "fortran":
+            return np.asfortranarray(x.T), -1
+        return np.ascontiguousarray(x.reshape(n, 2, 3).transpose(1, 0, 2)), 1
+
+    @staticmethod
+    def back(out: np.ndarray, layout: str, func: str) -> np.ndarray:
+        """A result in ``layout`` back in the (n, LONG_COLUMNS) arrangement."""
+        if func == "logsumexp":
+            return out.reshape(LONG_COLUMNS)
+        if layout in ("rows", "fortran"):
+            return out.T
+        if layout == "axis 0":
+            return out
+        return out.transpose(1, 0, 2).reshape(-1, LONG_COLUMNS)
+
+
+@functools.cache
+def _long_columns(n: int, dtype: str) -> LongColumns:
+    return LongColumns(n, dtype)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _long_report() -> Any:
+    yield
+    if not WORST_LONG:
+        return
+    lines = [
+        "",
+        "worst errors along slices of 1,000 and 100,000 (rel-ulp; logsumexp: ulp)",
+        f"{'backend':<26}{'path':<9}{'dtype':<9}{'function':<12}"
+        + "".join(f"{layout:>12}" for layout in LONG_LAYOUTS),
+    ]
+    keys = sorted({(k[0], k[1], k[4], k[3]) for k in WORST_LONG})
+    for name, path, dtype, func in keys:
+        cells = [WORST_LONG.get((name, path, lay, func, dtype)) for lay in LONG_LAYOUTS]
+        lines.append(
+            f"{name:<26}{path:<9}{dtype:<9}{func:<12}"
+            + "".join("" if c is None else f"{c:>12.3f}" for c in cells)
+        )
+    print("\n".join(lines))
+
+
+@pytest.mark.parametrize("path", ["fast", "generic"])
+@pytest.mark.parametrize("layout", LONG_LAYOUTS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_long_slices_in_every_layout(
+    be: Any, dtype: str, layout: str, path: str
+) -> None:
+    failures = []
+    for n in LONG:
+        data = _long_columns(n, dtype)
+        arr, axis = LongColumns.arrange(data.x, layout)
+        x = be.asarray(arr, dtype=dtype)
+        for func in FUNCS:
+            fn = getattr(sx, func)
+            out = generic(fn, x, axis=axis) if path == "generic" else fn(x, axis=axis)
+            assert be.dtype_name(out.dtype) == dtype
+            got = LongColumns.back(be.to_numpy(out).astype(np.float64), layout, func)
+            err, bound, reported = _measure(func, dtype, got, data.exact[func])
+            key = (be.name, path, layout, func, dtype)
+            WORST_LONG[key] = max(WORST_LONG.get(key, 0.0), float(reported.max()))
+            if not (err <= bound).all():
+                failures.append(
+                    f"{func}, n={n}: {err.max():.3g} {_metric(func, dtype)}"
+                    f" > {bound.max():.3g}"
+                )
+    assert not failures, f"{layout} {dtype} on {be.name} ({path}): " + "; ".join(
+        failures
+    )

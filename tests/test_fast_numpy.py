@@ -18,15 +18,19 @@ the serial answers; the caller's NumPy error state and buffer size survive.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import threading
 import tracemalloc
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import needs
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
 
 import softmax_xp as sx
 from softmax_xp._fast import numpy as fast_numpy
@@ -641,3 +645,248 @@ def test_extreme_finite_values(kind: str, rows: int) -> None:
         )
         _check(kind, np.tile(x, (rows // 3, 1)), -1)
         _check(kind, np.tile(x.T, (1, rows // 3)), 0)
+
+
+# --------------------------------------------------------------------------
+# NumPy 1.26 (the declared floor): no reshape(copy=), a global buffer size
+
+STATE_LAYOUTS = {
+    # name: (array, axis, options); each large enough to tune the buffer size
+    "rows": (lambda x: x, -1, {}),
+    "axis 0": (lambda x: x, 0, {}),
+    "fortran": (np.asfortranarray, -1, {}),
+    "transposed": (lambda x: x.T, 0, {}),
+    "negative strides": (lambda x: x[::-1, ::-2], 0, {}),
+    "inner axis": (lambda x: x.reshape(20, 100, 200), 1, {}),
+    "long rows": (lambda x: x.reshape(5, 80_000), -1, {}),
+    "masked": (lambda x: x, 0, {"where": np.arange(2000) % 3 > 0}),
+    "temperature": (lambda x: x, -1, {"temperature": 0.7}),
+    "float16": (lambda x: x.astype(np.float16), 0, {}),
+}
+
+
+@pytest.mark.parametrize("layout", list(STATE_LAYOUTS))
+@pytest.mark.parametrize("kind", KINDS)
+def test_buffer_size_is_restored_in_every_layout(kind: str, layout: str) -> None:
+    # NumPy 2 restores the buffer size with np.errstate's context; 1.26 does
+    # not, and the kernel's tuning leaked into the caller's later ufuncs
+    make, axis, kw = STATE_LAYOUTS[layout]
+    if kind == "logsumexp":
+        kw = {k: v for k, v in kw.items() if k != "temperature"}
+    x = make(_data((200, 2000), None, np.float32, seed=30))
+    before = np.getbufsize()
+    _run(kind, x, axis, **kw)
+    assert np.getbufsize() == before
+
+
+@pytest.mark.parametrize("layout", list(STATE_LAYOUTS))
+@pytest.mark.parametrize("kind", KINDS)
+def test_layouts_without_reshape_copy(
+    kind: str, layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # NumPy < 2.1 has no reshape(copy=False): views are made by setting the
+    # shape of a view, and the layouts that need a copy still take the
+    # generic core or a materialised mask (masked arrays, Fortran order
+    # raised TypeError on 1.26)
+    monkeypatch.setattr(fast_numpy, "_RESHAPE_COPY", False)
+    make, axis, kw = STATE_LAYOUTS[layout]
+    if kind == "logsumexp":
+        kw = {k: v for k, v in kw.items() if k != "temperature"}
+    x = make(_data((200, 2000), None, np.float64, seed=31, special=False))
+    _check(kind, x, axis, **kw)
+
+
+def test_reshaped_makes_views_or_declines(monkeypatch: pytest.MonkeyPatch) -> None:
+    a = np.arange(24.0).reshape(2, 3, 4)
+    # the NumPy < 2.1 branch always; reshape(copy=False) where NumPy has it
+    for copy_kw in sorted({False, fast_numpy._RESHAPE_COPY}):
+        monkeypatch.setattr(fast_numpy, "_RESHAPE_COPY", copy_kw)
+        v = fast_numpy._reshaped(a.transpose(1, 0, 2), (3, 8))
+        assert v is None  # axes 1 and 0 do not merge without a copy
+        v = fast_numpy._reshaped(a, (6, 4))
+        assert v is not None
+        assert np.shares_memory(v, a)
+        np.testing.assert_array_equal(v, np.arange(24.0).reshape(6, 4))
+        assert a.shape == (2, 3, 4)  # the input's own shape is untouched
+
+
+# --------------------------------------------------------------------------
+# return_sign: the sign of the exact total, taken before rounding (DESIGN §2)
+
+
+@pytest.mark.parametrize(
+    ("shape", "axis"),
+    [((1,), -1), ((3,), -1), ((40, 3), 0), ((3, 40_000), -1), ((300, 200), 0)],
+    ids=["one", "row", "column", "long rows", "columns"],
+)
+@pytest.mark.parametrize("src", [np.float32, np.float64])
+def test_logsumexp_sign_before_rounding(
+    shape: tuple[int, ...], axis: int, src: Any
+) -> None:
+    # -70000 is finite where float16 is computed (float32, or float64 for
+    # logsumexp on NumPy); the total rounds to -inf in float16, but something
+    # was left: sign 1. A slice of -inf only has nothing left: sign 0.
+    x = np.full(shape, -70000.0, src)
+    empty = (slice(None), 0) if axis == 0 else (0,) * (len(shape) - 1)
+    x[empty] = -INF
+    lse, sign = sx.logsumexp(x, axis=axis, dtype=np.float16, return_sign=True)
+    assert lse.dtype == sign.dtype == np.float16
+    expected = np.ones(lse.shape)
+    expected[(0,) * lse.ndim] = 0.0
+    if shape == (1,):  # the one entry is -inf
+        expected[...] = 0.0
+    np.testing.assert_array_equal(sign, expected)
+    np.testing.assert_array_equal(lse, np.full(lse.shape, -INF))
+
+
+def test_logsumexp_sign_nan_and_nothing_left_in_half() -> None:
+    y = np.asarray([[NAN, -70000.0], [-INF, -INF], [0.0, -70000.0]], np.float32)
+    lse, sign = sx.logsumexp(y, axis=-1, dtype=np.float16, return_sign=True)
+    np.testing.assert_array_equal(sign, np.asarray([NAN, 0.0, 1.0], np.float16))
+    np.testing.assert_array_equal(lse, np.asarray([NAN, -INF, 0.0], np.float16))
+
+
+# --------------------------------------------------------------------------
+# hunting: generated arrays, layouts and options, fast path against generic
+
+POOL = [0.0, -0.0, 1.0, -1.0, 0.5, -2.5, 40.0, -40.0, 700.0, -745.0, 1e30, -1e30]
+POOL += [1e300, -1e300, 1e-300, 5e-324, 1e-40, -1e-40, INF, -INF, NAN]
+
+
+def _layout(values: np.ndarray, layout: str) -> np.ndarray:
+    """``values`` (float64, C order) in ``layout``: the same values, other strides."""
+    if layout == "fortran":
+        return np.asfortranarray(values)
+    if layout == "transposed":
+        return np.ascontiguousarray(values.T).T
+    if layout == "negative strides" and values.ndim:
+        flip = (slice(None, None, -1),) * values.ndim
+        return np.ascontiguousarray(values[flip])[flip]
+    if layout == "strided" and values.ndim:
+        big = np.zeros((*values.shape[:-1], 2 * values.shape[-1]))
+        big[..., ::2] = values
+        return big[..., ::2]
+    return values
+
+
+@st.composite
+def _generated(draw: Any) -> tuple[str, np.ndarray, Any, dict[str, Any]]:
+    shape = tuple(draw(st.lists(st.integers(0, 4), max_size=4)))
+    nd = len(shape)
+    values = np.asarray(
+        draw(
+            st.lists(
+                st.sampled_from(POOL),
+                min_size=math.prod(shape),
+                max_size=math.prod(shape),
+            )
+        ),
+        dtype=np.float64,
+    ).reshape(shape)
+    if nd and shape[0] and draw(st.booleans()):  # a whole slice of one special value
+        values[(draw(st.integers(0, max(shape[0] - 1, 0))),)] = draw(
+            st.sampled_from([INF, -INF, NAN])
+        )
+    names = ["float16", "float32", "float64", "int32", "bool"]
+    if importlib.util.find_spec("ml_dtypes"):
+        names.append("bfloat16")
+    dname = draw(st.sampled_from(names))
+    if dname == "bool":
+        x = values > 0
+    elif dname == "int32":
+        x = np.clip(np.nan_to_num(values), -50, 50).astype(np.int32)
+    else:
+        dt = np.dtype(dname) if dname != "bfloat16" else _bfloat16()
+        with np.errstate(over="ignore"):
+            x = values.astype(dt)
+    x = _layout(
+        x,
+        draw(
+            st.sampled_from(
+                ["C", "fortran", "transposed", "negative strides", "strided"]
+            )
+        ),
+    )
+    kind = draw(st.sampled_from(KINDS))
+    axis_kind = draw(st.sampled_from(["int", "tuple", "None", "()"]))
+    if axis_kind == "None" or (nd == 0 and axis_kind != "()"):
+        axis: Any = None
+    elif axis_kind == "()":
+        axis = ()
+    elif axis_kind == "int":
+        axis = draw(st.integers(-nd, nd - 1))
+    else:
+        axis = tuple(draw(st.permutations(range(nd)))[: draw(st.integers(1, nd))])
+    kw: dict[str, Any] = {}
+    if draw(st.booleans()):  # a mask broadcast along some axes
+        mshape = tuple(n if draw(st.booleans()) else 1 for n in shape)
+        kw["where"] = np.asarray(
+            draw(
+                st.lists(
+                    st.booleans(),
+                    min_size=math.prod(mshape),
+                    max_size=math.prod(mshape),
+                )
+            ),
+            dtype=bool,
+        ).reshape(mshape)
+    if kind == "logsumexp":
+        kw["keepdims"] = draw(st.booleans())
+        kw["return_sign"] = draw(st.booleans())
+        if draw(st.integers(0, 4)) == 0:
+            kw["b"] = np.asarray(draw(st.sampled_from([0.0, 1.0, -1.0, 2.0])))
+    else:
+        t = draw(st.sampled_from([None, "float", "array"]))
+        if t == "float":
+            kw["temperature"] = draw(st.sampled_from([0.25, 1.0, 3.0]))
+        elif t == "array":
+            kw["temperature"] = np.random.default_rng(0).uniform(0.5, 2.0, shape)
+    if draw(st.booleans()):
+        kw["dtype"] = draw(
+            st.sampled_from(
+                [np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)]
+            )
+        )
+    return kind, x, axis, kw
+
+
+def _bfloat16() -> Any:
+    return np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=_generated())
+def test_generated_cases_equal_generic(
+    case: tuple[str, np.ndarray, Any, dict[str, Any]],
+) -> None:
+    kind, x, axis, kw = case
+    note(f"{kind}(x={x!r}, axis={axis!r}, {kw!r}) strides={x.strides}")
+    fast = _run(kind, x, axis, **kw)
+    with warnings.catch_warnings():
+        # the generic core's narrowing cast warns on overflow (reported in issue 10)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        generic = _run(kind, x, axis, generic=True, **kw)
+    pairs = (
+        zip(fast, generic, strict=True)
+        if isinstance(fast, tuple)
+        else [(fast, generic)]
+    )
+    for f, g in pairs:
+        a = np.asarray(f).astype(np.float64)
+        b = np.asarray(g).astype(np.float64)
+        assert np.asarray(f).dtype == np.asarray(g).dtype
+        assert a.shape == b.shape
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg="NaN positions")
+        for v in (INF, -INF, 0.0):
+            np.testing.assert_array_equal(a == v, b == v, err_msg=f"positions of {v}")
+        ok = np.isfinite(b)
+        eps = (
+            _eps(np.asarray(g).dtype)
+            if not _is_half(np.asarray(g).dtype)
+            else float(_finfo(np.asarray(g).dtype).eps)
+        )
+        tiny = float(_finfo(np.asarray(g).dtype).smallest_normal)
+        scale = 1.0 if kind != "logsumexp" else 1.0 + np.max(np.abs(b[ok]), initial=0.0)
+        np.testing.assert_allclose(
+            a[ok], b[ok], rtol=8 * eps, atol=8 * eps * scale + tiny
+        )

@@ -51,9 +51,9 @@ import numpy as np
 
 from .. import _generic
 from .._compat import dtype_kind
-from .._validation import Call
+from .._validation import Call, _compute_dtype
 
-__all__ = ["run"]
+__all__ = ["run", "run_generic"]
 
 # a slice's summary: its maximum and s' = sum(exp(x - m)) - 1
 STATS = np.dtype([("m", np.float64), ("s", np.float64)])
@@ -63,6 +63,56 @@ _INF = math.inf
 
 def run(kind: str, call: Call, **opts: Any) -> Any:
     """``_generic.<kind>(call, **opts)``'s answer as a lazy Dask array, or ``NotImplemented``."""
+    if _has_empty_chunk(call):
+        # what this path declines, the generic core gets on the rechunked arrays
+        call = _without_empty_chunks(call)
+        out = _run(kind, call, **opts)
+        return run_generic(kind, call, **opts) if out is NotImplemented else out
+    return _run(kind, call, **opts)
+
+
+def run_generic(kind: str, call: Call, **opts: Any) -> Any:
+    """The generic core, on arrays without zero-length chunks.
+
+    Dask's own reductions fail on a zero-length chunk (its ``max`` has no
+    identity there, and its partial reductions do not concatenate), so such
+    chunks are dropped first: a rechunk, computed lazily like the rest.
+    """
+    if _has_empty_chunk(call):
+        call = _without_empty_chunks(call)
+    return getattr(_generic, kind)(call, **opts)
+
+
+def _arrays(call: Call) -> dict[str, Any]:
+    """The Dask arrays of a call, by field."""
+    fields = {
+        "x": call.x,
+        "b": call.b,
+        "where": call.where,
+        "temperature": call.temperature,
+    }
+    return {k: a for k, a in fields.items() if hasattr(a, "chunks")}
+
+
+def _has_empty_chunk(call: Call) -> bool:
+    if call.empty:
+        return False
+    return any(
+        0 in c and n > 0
+        for a in _arrays(call).values()
+        for c, n in zip(a.chunks, a.shape, strict=True)
+    )
+
+
+def _without_empty_chunks(call: Call) -> Call:
+    def drop(a: Any) -> Any:
+        chunks = tuple(tuple(n for n in c if n) or c for c in a.chunks)
+        return a if chunks == a.chunks else a.rechunk(chunks)
+
+    return dataclasses.replace(call, **{k: drop(a) for k, a in _arrays(call).items()})
+
+
+def _run(kind: str, call: Call, **opts: Any) -> Any:
     x = call.x
     if (
         call.empty
@@ -132,8 +182,6 @@ def _meta(ndim: int, dtype: Any) -> np.ndarray:
 
 def _per_block(kind: str, call: Call, *, negate: bool = False) -> Any:
     """Every slice lies in one block: the NumPy path on each block, one read."""
-    da = _dask_array()
-
     from .. import _api
 
     if kind == "log_softmax":
@@ -156,7 +204,7 @@ def _per_block(kind: str, call: Call, *, negate: bool = False) -> Any:
         has_where=has_where,
         temperature=t if isinstance(t, float) else None,
     )
-    return da.map_blocks(
+    return _map_blocks(
         block,
         *args,
         dtype=call.out_dtype,
@@ -167,8 +215,6 @@ def _per_block(kind: str, call: Call, *, negate: bool = False) -> Any:
 
 def _two_pass(kind: str, call: Call, *, negate: bool = False) -> Any:
     """Slices span several blocks: the summaries, then the output from them."""
-    da = _dask_array()
-
     u = _prepared(call, negate=negate)
     stats = _summaries(u, call.axes)
     args: list[Any] = [u, stats]
@@ -181,7 +227,7 @@ def _two_pass(kind: str, call: Call, *, negate: bool = False) -> Any:
         out_dtype=call.out_dtype,
         has_where=call.where is not None,
     )
-    return da.map_blocks(
+    return _map_blocks(
         block,
         *args,
         dtype=call.out_dtype,
@@ -192,10 +238,9 @@ def _two_pass(kind: str, call: Call, *, negate: bool = False) -> Any:
 
 def _prepared(call: Call, *, negate: bool) -> Any:
     """The input masked, negated and tempered, in the compute dtype: one task per block."""
-    da = _dask_array()
-
     x, t = call.x, call.temperature
     if call.where is None and t is None and not negate:
+        x = _nominal(call)
         return x if x.dtype == call.compute_dtype else x.astype(call.compute_dtype)
     args: list[Any] = [x]
     has_where = call.where is not None
@@ -214,13 +259,44 @@ def _prepared(call: Call, *, negate: bool) -> Any:
         temperature=t if isinstance(t, float) else None,
         negate=negate,
     )
-    return da.map_blocks(
+    return _map_blocks(
         block,
         *args,
         dtype=call.compute_dtype,
         meta=_meta(x.ndim, call.compute_dtype),
         token="softmax-xp-inputs",
     )
+
+
+def _nominal(call: Call) -> Any:
+    """``x`` rounded as a narrowing ``dtype=`` asks (float32 for half outputs) first.
+
+    As the generic core does, even where the work is wider (float32
+    logsumexp in float64): values beyond the range become +-inf.
+    """
+    x = call.x
+    nominal = np.dtype(_compute_dtype(call.xp, call.out_dtype))
+    if x.dtype == nominal or np.can_cast(x.dtype, nominal):
+        return x
+    return _map_blocks(
+        functools.partial(_generic._finish, _numpy_namespace(), dtype=nominal),
+        x,
+        dtype=nominal,
+        meta=_meta(x.ndim, nominal),
+        token="softmax-xp-nominal",
+    )
+
+
+def _map_blocks(fn: Any, *args: Any, token: str, **kwargs: Any) -> Any:
+    """``dask.array.map_blocks`` with keys ``<token>-<hash of the call>``.
+
+    Our prefix names the layer in a graph, the hash keeps two outputs apart;
+    ``map_blocks(token=)`` itself is deprecated in the Dask versions we support.
+    """
+    from dask.base import tokenize
+
+    name = f"{token}-{tokenize(fn, *args, **kwargs)}"
+    return _dask_array().map_blocks(fn, *args, name=name, **kwargs)
 
 
 def _numpy_namespace() -> Any:
@@ -252,32 +328,36 @@ def _logsumexp(call: Call, *, keepdims: bool, return_sign: bool) -> Any:
     da = _dask_array()
 
     x = call.x
-    meta = _meta(x.ndim, call.out_dtype)
+    # with the sign, the value stays in the compute dtype until the sign is
+    # taken: that of the exact total, even where the value rounds to -inf
+    rd = call.compute_dtype if return_sign else call.out_dtype
+    meta = _meta(x.ndim, rd)
     if all(len(x.chunks[i]) == 1 for i in call.axes):
         # whole slices in each block: the NumPy path per block
         from .. import _api
 
-        args = [x] if call.where is None else [x, call.where]
-        lse = da.map_blocks(
+        xn = _nominal(call)  # then computed in rd, which holds it exactly
+        args = [xn] if call.where is None else [xn, call.where]
+        lse = _map_blocks(
             functools.partial(
                 _block_lse_call,
                 fn=_api.logsumexp,
                 axes=call.axes,
-                dtype=call.out_dtype,
+                dtype=rd,
             ),
             *args,
             chunks=tuple((1,) if i in call.axes else c for i, c in enumerate(x.chunks)),
-            dtype=call.out_dtype,
+            dtype=rd,
             meta=meta,
             token="softmax-xp-logsumexp",
         )
     else:
         stats = _summaries(_prepared(call, negate=False), call.axes)
-        lse = da.map_blocks(
+        lse = _map_blocks(
             _block_logsumexp,
             stats,
-            out_dtype=call.out_dtype,
-            dtype=call.out_dtype,
+            out_dtype=rd,
+            dtype=rd,
             meta=meta,
             token="softmax-xp-logsumexp",
         )
@@ -285,10 +365,15 @@ def _logsumexp(call: Call, *, keepdims: bool, return_sign: bool) -> Any:
         lse = da.squeeze(lse, axis=call.axes)
     if not return_sign:
         return lse
+    od = call.out_dtype
     # unweighted: -inf exactly where nothing is left, NaN with NaN, else 1
     sign = da.map_blocks(
-        _sign_of, lse, dtype=call.out_dtype, meta=_meta(lse.ndim, call.out_dtype)
+        _sign_of, lse, out_dtype=od, dtype=od, meta=_meta(lse.ndim, od)
     )
+    if rd != od:
+        lse = da.map_blocks(
+            _round_block, lse, out_dtype=od, dtype=od, meta=_meta(lse.ndim, od)
+        )
     return lse, sign
 
 
@@ -353,13 +438,13 @@ def _chunk_summary(
                 e = buf[: u[sl].shape[0]] if sl != slice(None) else buf
                 np.subtract(u[sl], m[sl], out=e)  # overflow to -inf, as IEEE rounds
                 np.exp(e, out=e)
-                total = np.sum(e, axis=axis, keepdims=True)
+                total = _sum(e, axis)
                 part = total.astype(np.float64) - 1.0
                 # S - 1 keeps s' accurate once S >= 2; below, the slice has a
                 # single exp equal to 1 (its maximum): the others are summed alone
                 low = total < 2
                 if low.any():
-                    rest = np.sum(np.where(e == 1, 0, e), axis=axis, keepdims=True)
+                    rest = _sum(np.where(e == 1, 0, e), axis)
                     part = np.where(low, rest.astype(np.float64), part)
                 s[sl] = part
         else:
@@ -367,6 +452,32 @@ def _chunk_summary(
     out["m"] = m
     out["s"] = s
     return out
+
+
+def _sum(e: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
+    """Sums over ``axis`` (keepdims), pairwise along every axis.
+
+    NumPy's own sum is pairwise only along a contiguous inner loop; along any
+    other axis it adds row after row, an error growing like the length.
+    Such an axis is halved instead, the two halves added elementwise, until
+    one row is left (``log2(n)`` roundings deep, as many additions).
+    """
+    for a in sorted(axis, key=lambda a: e.strides[a]):
+        n = e.shape[a]
+        if e.strides[a] == e.itemsize or n <= 2:
+            e = np.add.reduce(e, axis=a, keepdims=True)
+            continue
+        parts = np.moveaxis(e, a, 0)
+        h = n // 2
+        acc = parts[: n - h].copy()  # pairs are added into it
+        np.add(acc[:h], parts[n - h :], out=acc[:h])  # the odd middle row waits
+        k = n - h
+        while k > 1:
+            h = k // 2
+            np.add(acc[:h], acc[k - h : k], out=acc[:h])
+            k -= h
+        e = np.moveaxis(acc[:1], 0, a)
+    return e
 
 
 # bytes of a block handled at once: the slab and its buffer stay in cache
@@ -405,8 +516,8 @@ def _special_summary(u: np.ndarray, m: np.ndarray, axis: tuple[int, ...]) -> np.
     z = _rebuilt_shift(u, m)
     e = np.exp(z)
     is_max = z == 0
-    k = np.sum(is_max, axis=axis, keepdims=True, dtype=np.float64)
-    rest = np.sum(np.where(is_max, 0, e), axis=axis, keepdims=True, dtype=np.float64)
+    k = np.sum(is_max, axis=axis, keepdims=True, dtype=np.float64)  # exact
+    rest = _sum(np.where(is_max, 0, e).astype(np.float64), axis)
     return np.where(k > 0, rest + (k - 1.0), -1.0)
 
 
@@ -439,10 +550,12 @@ def _combine_summaries(
 ) -> np.ndarray:
     """One summary from several; the order does not matter (the combination is commutative)."""
     leaves = _flatten(parts)
-    acc = leaves[0]
-    for other in leaves[1:]:
-        acc = _combine(acc, other, shift_dtype)
-    return acc
+    # pairwise, as the sums within a block: log2(len) roundings deep
+    while len(leaves) > 1:
+        pairs = zip(leaves[::2], leaves[1::2], strict=False)
+        merged = [_combine(a, b, shift_dtype) for a, b in pairs]
+        leaves = merged + leaves[len(merged) * 2 :]
+    return leaves[0]
 
 
 def _combine(a: np.ndarray, b: np.ndarray, shift_dtype: Any) -> np.ndarray:
@@ -453,11 +566,16 @@ def _combine(a: np.ndarray, b: np.ndarray, shift_dtype: Any) -> np.ndarray:
         # formula rounds x - M (for a block's maxima it is that very shift);
         # 1 when m_i == M (also for +-inf, where m_i - M is NaN)
         top = big.astype(shift_dtype)
-        d1 = np.subtract(m1.astype(shift_dtype), top).astype(np.float64)
-        d2 = np.subtract(m2.astype(shift_dtype), top).astype(np.float64)
-        f1 = np.where(m1 == big, 1.0, np.exp(d1))
-        f2 = np.where(m2 == big, 1.0, np.exp(d2))
+        # no inf - inf is formed (NumPy 1.26 warns of it from Dask's threads
+        # even under errstate): a non-finite M leaves factors of 0 or 1
+        fin = np.isfinite(top)
+        top = np.where(fin, top, 0.0).astype(shift_dtype)
+        d1 = np.where(fin, np.subtract(m1.astype(shift_dtype), top), -_INF)
+        d2 = np.where(fin, np.subtract(m2.astype(shift_dtype), top), -_INF)
+        f1 = np.where(m1 == big, 1.0, np.exp(d1.astype(np.float64)))
+        f2 = np.where(m2 == big, 1.0, np.exp(d2.astype(np.float64)))
         s = np.where(m1 >= m2, s1 + (1.0 + s2) * f2, s2 + (1.0 + s1) * f1)
+        s = np.where(np.isnan(big), big, s)  # NaN slices keep a NaN sum
     out = np.empty(np.broadcast_shapes(a.shape, b.shape), dtype=STATS)
     out["m"] = big
     out["s"] = s
@@ -495,17 +613,22 @@ def _block_output(
             else:
                 # 1 with nothing left and on NaN slices (re-poisoned below)
                 out = np.exp(z) / np.where(total > 0, total, 1)
-            out = _generic._poison(np, m, out, where)
-    return _generic._finish(np, out, out_dtype)
+            out = _generic._poison(_numpy_namespace(), m, out, where)
+    return _generic._finish(_numpy_namespace(), out, out_dtype)
 
 
 def _block_logsumexp(stats: np.ndarray, out_dtype: Any) -> Any:
     m, s = stats["m"], stats["s"]
     with np.errstate(divide="ignore", invalid="ignore"):
         lse = np.where(np.isfinite(m), m + np.log1p(np.where(np.isfinite(m), s, 0)), m)
-    return _generic._finish(np, lse, out_dtype)
+    return _generic._finish(_numpy_namespace(), lse, out_dtype)
 
 
-def _sign_of(lse: np.ndarray) -> np.ndarray:
-    one = np.where(lse == -_INF, 0, 1).astype(lse.dtype)
-    return np.where(np.isnan(lse), lse, one)
+def _sign_of(lse: np.ndarray, out_dtype: Any) -> np.ndarray:
+    sign = np.array(lse > -_INF, dtype=out_dtype)
+    np.copyto(sign, np.nan, where=np.isnan(lse))
+    return sign
+
+
+def _round_block(lse: np.ndarray, out_dtype: Any) -> Any:
+    return _generic._finish(_numpy_namespace(), lse, out_dtype)

@@ -31,6 +31,10 @@ Tricks, each measured on a loaded 2-core Xeon (AVX-512, NumPy 2.4):
   NumPy's 8-way unrolled block sum, so this is NumPy's pairwise sum in two
   levels, at a third of its cost (a plain BLAS row sum of 4096 measured 4x
   NumPy's error; the contract's 4-ulp bound has no room for it).
+- columns (axis 1 of ``(o, N, I)`` slabs) are summed pairwise by halving
+  (``_column_sum``), and the chunk sums of a long slice by a binary counter
+  (``_Pairwise``): NumPy adds a non-contiguous axis row after row, which
+  cost 10 ulp on 1,000-long columns; halving costs no more time.
 - the ufunc buffer is set to a row's length (when at least 128): with the
   default 8192 elements NumPy copies a broadcast ``(rows, 1)`` operand through
   its buffers, which made ``x - m`` and the division 3-4x slower than the
@@ -107,10 +111,19 @@ def run(kind: str, call: Call, **opts: Any) -> Any:
     if cd.kind != "f" or x.dtype.kind not in "biufV":  # complex logsumexp
         return NotImplemented
     negate = bool(opts.get("negate", False))
+    # the sign is that of the exact total: taken before the rounding to od
+    rd = cd if opts.get("return_sign", False) else od
+    # a narrowing dtype= rounds x to float32 (or od) first, as the generic
+    # core does, even where the work is wider (float32 logsumexp in float64)
+    nominal = od if od.itemsize > 4 else np.dtype(np.float32)
+    via = None
+    if nominal not in (cd, x.dtype) and not np.can_cast(x.dtype, nominal):
+        via = nominal
     t = call.temperature
     axes, nd = call.axes, x.ndim
     if (
-        axes
+        via is None
+        and axes
         and axes[0] == nd - len(axes)
         and (x.dtype == cd or np.can_cast(x.dtype, cd, "safe"))
         and t is None
@@ -120,7 +133,7 @@ def run(kind: str, call: Call, **opts: Any) -> Any:
         and x.size <= SMALL
     ):
         # the common small call: trailing axes, nothing to load, one slab
-        res = _one_slab(kind, x, nd - len(axes), cd, od)
+        res = _one_slab(kind, x, nd - len(axes), cd, rd if kind == "logsumexp" else od)
         return _finish(kind, call, od, res, opts)
     plan = _plan(x, axes)
     if plan is None:
@@ -132,20 +145,27 @@ def run(kind: str, call: Call, **opts: Any) -> Any:
     # read x as it is (a safe cast: integers, float32 for float64 work)
     load = (
         negate
+        or via is not None
         or where is not None
         or t is not None
         or (x.dtype != cd and not np.can_cast(x.dtype, cd, "safe"))
         or x.dtype.itemsize == 2  # half floats: their ufunc loops are slow
     )
-    ctx = _Ctx(kind, cd, load, negate, scalar_t)
+    ctx = _Ctx(kind, cd, load, negate, scalar_t, via)
     if kind == "logsumexp":
-        res = np.empty(plan.batch_shape, od)
+        res = np.empty(plan.batch_shape, rd)
         out3 = res.reshape(plan.o, 1, plan.i)
     else:
         res = np.empty(plan.perm_shape, od)
         out3 = res.reshape(plan.o, plan.n, plan.i)
     with _alarm():
-        _sweep(ctx, plan, out3, where, temp)
+        # errstate restores the buffer size with NumPy 2's context, not with 1.26
+        bufsize = np.getbufsize()
+        try:
+            _sweep(ctx, plan, out3, where, temp)
+        finally:
+            if np.getbufsize() != bufsize:
+                np.setbufsize(bufsize)
     if kind != "logsumexp":
         return _arrange(res, plan.inverse, plan.flip)
     lse = _arrange(res, plan.batch_inverse, plan.batch_flip)
@@ -220,8 +240,18 @@ def _finish(
     if opts.get("keepdims", False):
         res = np.expand_dims(res, call.axes)
     if opts.get("return_sign", False):
-        return res, _sign(res, od)
+        # res is still in the compute dtype: the sign of what was left, even
+        # where the value rounds to -inf in od
+        return _round(res, od), _sign(res, od)
     return res
+
+
+def _round(res: np.ndarray, od: np.dtype) -> np.ndarray:
+    """``res`` rounded once to ``od`` (beyond its range: +-inf, without a warning)."""
+    if res.dtype == od:
+        return res
+    with np.errstate(over="ignore"):
+        return res.astype(od)
 
 
 def _alarm() -> np.errstate:
@@ -240,9 +270,9 @@ def _arrange(
 
 def _sign(lse: np.ndarray, od: np.dtype) -> np.ndarray:
     """1 where something was left, 0 where nothing was, NaN with NaN (as the generic core)."""
-    one = np.ones((), od)
-    sign: np.ndarray = np.where(lse > -_INF, one, 0 * one)
-    return np.where(np.isnan(lse), lse, sign)
+    sign = np.array(lse > -_INF, dtype=od)
+    np.copyto(sign, np.nan, where=np.isnan(lse))
+    return sign
 
 
 # --------------------------------------------------------------------------
@@ -299,9 +329,8 @@ def _plan(x: np.ndarray, axes: tuple[int, ...]) -> _Plan | None:
     o = math.prod(shape[a] for a in outer)
     n = math.prod(shape[a] for a in reds)
     i = math.prod(shape[a] for a in inner)
-    try:
-        x3 = np.reshape(xf.transpose(perm), (o, n, i), copy=False)
-    except ValueError:
+    x3 = _reshaped(xf.transpose(perm), (o, n, i))
+    if x3 is None:
         return None
     batch = [a for a in perm if a not in red]
     kept = sorted(batch)
@@ -332,10 +361,27 @@ def _view(a: Any, shape: tuple[int, ...], plan: _Plan) -> np.ndarray:
     if plan.perm is not None:
         arr = arr.transpose(plan.perm)
     target = (plan.o, plan.n, plan.i)
+    view = _reshaped(arr, target)
+    return np.ascontiguousarray(arr).reshape(target) if view is None else view
+
+
+# reshape(copy=False) exists from NumPy 2.1 on (the floor is 1.26)
+_RESHAPE_COPY = np.lib.NumpyVersion(np.__version__) >= "2.1.0"
+
+
+def _reshaped(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``a`` reshaped as a view, or ``None`` where that would need a copy."""
+    if _RESHAPE_COPY:
+        try:
+            return np.reshape(a, shape, copy=False)
+        except ValueError:
+            return None
+    view = a.view()
     try:
-        return np.reshape(arr, target, copy=False)
-    except ValueError:
-        return np.ascontiguousarray(arr).reshape(target)
+        view.shape = shape  # NumPy < 2.1: raises instead of copying
+    except AttributeError:
+        return None
+    return view
 
 
 # --------------------------------------------------------------------------
@@ -345,7 +391,7 @@ def _view(a: Any, shape: tuple[int, ...], plan: _Plan) -> np.ndarray:
 class _Ctx:
     """What every slab of one call needs to know."""
 
-    __slots__ = ("cd", "kind", "load", "negate", "scalar_t")
+    __slots__ = ("cd", "kind", "load", "negate", "scalar_t", "via")
 
     def __init__(
         self,
@@ -354,7 +400,9 @@ class _Ctx:
         load: bool,
         negate: bool,
         scalar_t: float | None,
+        via: np.dtype | None = None,
     ) -> None:
+        self.via = via  # the dtype x is rounded to before the compute dtype
         self.kind = kind
         self.cd = cd  # compute dtype
         self.load = load  # whether slabs go through _load first
@@ -365,13 +413,14 @@ class _Ctx:
 class _Buffers:
     """Slab-sized scratch arrays in the compute dtype, made on first use."""
 
-    __slots__ = ("_a", "_b", "_cd", "size")
+    __slots__ = ("_a", "_b", "_c", "_cd", "size")
 
     def __init__(self, cd: np.dtype, size: int) -> None:
         self.size = size
         self._cd = cd
         self._a: np.ndarray | None = None
         self._b: np.ndarray | None = None
+        self._c: np.ndarray | None = None  # column sums' scratch
 
     def a(self, shape: tuple[int, ...]) -> np.ndarray:
         if self._a is None:
@@ -382,6 +431,11 @@ class _Buffers:
         if self._b is None:
             self._b = np.empty(self.size, self._cd)
         return self._b[: math.prod(shape)].reshape(shape)
+
+    def c(self, shape: tuple[int, ...]) -> np.ndarray:
+        if self._c is None:
+            self._c = np.empty(self.size, self._cd)
+        return self._c[: math.prod(shape)].reshape(shape)
 
 
 def _sweep(
@@ -517,6 +571,8 @@ def _load(
     any negation), negate, then divide the finite values by the temperature.
     """
     cd = ctx.cd
+    if ctx.via is not None:
+        xs = xs.astype(ctx.via)  # a slab-sized copy; overflow to +-inf is IEEE's
     if ws is not None:
         dst.fill(-_INF)
         if ctx.negate:
@@ -573,7 +629,7 @@ def _shift(
         np.copyto(dst, 0.0, where=hit)
 
 
-def _sum(e: np.ndarray, rows: bool) -> np.ndarray:
+def _sum(e: np.ndarray, rows: bool, bufs: _Buffers | None = None) -> np.ndarray:
     """Slice sums (keepdims) of a slab.
 
     Contiguous rows are summed by BLAS in blocks of at most 128 (where one
@@ -594,25 +650,88 @@ def _sum(e: np.ndarray, rows: bool) -> np.ndarray:
                 s = np.dot(part.reshape(r, k), _ones(k, e.dtype))
                 return s[:, None]
             return np.add.reduce(part.reshape(r, k), axis=1, keepdims=True)
+    if e.ndim == 3:
+        return _column_sum(e, bufs)
     return np.add.reduce(e, axis=1, keepdims=True)
 
 
-def _tail(e: np.ndarray, flat: np.ndarray | None, rows: bool) -> np.ndarray:
+def _column_sum(e: np.ndarray, bufs: _Buffers | None) -> np.ndarray:
+    """Sums over axis 1 of an ``(o, N, I)`` slab (keepdims), pairwise.
+
+    NumPy reduces a non-contiguous axis row after row (its pairwise sum only
+    runs along a contiguous inner loop), an error growing like ``N`` ulps.
+    Here the two halves of the rows are added elementwise, and so on:
+    ``log2(N)`` roundings deep, as many additions as NumPy's, each a
+    contiguous elementwise ``add`` (measured as fast as ``add.reduce`` or
+    faster, much faster for narrow ``I``).
+    """
+    o, n, i = e.shape
+    if n <= 2:
+        return np.add.reduce(e, axis=1, keepdims=True)
+    h = n // 2
+    shape = (o, n - h, i)
+    parts = np.empty(shape, e.dtype) if bufs is None else bufs.c(shape)
+    np.add(e[:, :h], e[:, n - h :], out=parts[:, :h])
+    if n - h > h:  # the middle row of an odd count waits for the next level
+        parts[:, h] = e[:, h]
+    return _fold(parts).copy()  # parts may be a scratch buffer
+
+
+def _fold(parts: np.ndarray) -> np.ndarray:
+    """The pairwise sum over axis 1 of ``parts`` (overwritten), keepdims."""
+    k = parts.shape[1]
+    while k > 1:
+        h = k // 2
+        # the first h add the last h; an odd middle one waits for the next level
+        np.add(parts[:, :h], parts[:, k - h : k], out=parts[:, :h])
+        k -= h
+    return parts[:, :1]
+
+
+class _Pairwise:
+    """Chunk sums added one by one and combined pairwise (a binary counter).
+
+    A running total would add a rounding per chunk; this keeps the depth at
+    ``log2(chunks)`` with ``log2(chunks)`` partial sums held.
+    """
+
+    __slots__ = ("_stack",)
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[int, np.ndarray]] = []
+
+    def add(self, s: np.ndarray) -> None:
+        level = 0
+        while self._stack and self._stack[-1][0] == level:
+            s = self._stack.pop()[1] + s
+            level += 1
+        self._stack.append((level, s))
+
+    def total(self) -> np.ndarray:
+        _, s = self._stack[-1]
+        for _, t in reversed(self._stack[:-1]):
+            s = t + s
+        return s
+
+
+def _tail(
+    e: np.ndarray, flat: np.ndarray | None, rows: bool, bufs: _Buffers | None = None
+) -> np.ndarray:
     """``s'``: the sum of ``e`` without one maximum's term (which is exactly 1).
 
     ``e`` is a scratch buffer and is overwritten.
     """
     if flat is not None:
         e.reshape(-1)[flat] = 0.0
-        return _sum(e, rows)
-    s = _sum(e, rows)
+        return _sum(e, rows, bufs)
+    s = _sum(e, rows, bufs)
     small = s < 2.0
     if not small.any():
         np.subtract(s, 1.0, out=s)
         return s
     # S < 2 means one maximum: the only term equal to 1 (a second would make S >= 2)
     np.copyto(e, 0.0, where=(e == 1.0) & small)
-    return np.where(small, _sum(e, rows), s - 1.0)
+    return np.where(small, _sum(e, rows, bufs), s - 1.0)
 
 
 def _store(work: np.ndarray, ys: np.ndarray) -> None:
@@ -686,7 +805,7 @@ def _kernel(
     _shift(ctx, src, m, sp, work)
     if kind == "softmax":
         np.exp(work, out=work)
-        s = _sum(work, rows)
+        s = _sum(work, rows, bufs)
         if sp is not None:
             np.copyto(s, 1.0, where=s == 0.0)
         np.divide(work, s, out=work)
@@ -695,7 +814,7 @@ def _kernel(
         return
     e = bufs.b(xs.shape) if kind == "log_softmax" else work
     np.exp(work, out=e)
-    tail = _tail(e, flat, rows)
+    tail = _tail(e, flat, rows, bufs)
     if kind == "log_softmax":
         np.subtract(work, np.log1p(tail), out=work)
         _store(work, ys)
@@ -756,26 +875,27 @@ def _chunked_block(
     def shifted(s: slice, dst: np.ndarray) -> None:
         _shift(ctx, source(s, dst), m, sp, dst)
 
-    total = np.zeros(m.shape, cd)
+    acc = _Pairwise()
     for s in parts:
         shape = xb[:, s].shape
         work = yb[:, s] if direct else bufs.a(shape)
         shifted(s, work)
         e = bufs.b(shape) if (direct and kind == "log_softmax") else work
         np.exp(work, out=e)
-        total += _sum(e, rows)
+        acc.add(_sum(e, rows, bufs))
+    total = acc.total()
     if kind != "softmax":
         small = total < 2.0
         tail = total - 1.0
         if small.any():  # see _tail: sum again without the one maximum
-            again = np.zeros(m.shape, cd)
+            again = _Pairwise()
             for s in parts:
                 e = bufs.a(xb[:, s].shape)
                 shifted(s, e)
                 np.exp(e, out=e)
                 np.copyto(e, 0.0, where=(e == 1.0) & small)
-                again += _sum(e, rows)
-            tail = np.where(small, again, tail)
+                again.add(_sum(e, rows, bufs))
+            tail = np.where(small, again.total(), tail)
         if kind == "logsumexp":
             _lse(m, sp, tail, yb)
             return
