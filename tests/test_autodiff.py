@@ -801,3 +801,162 @@ def test_torch_no_nan_temperature_backward() -> None:
             assert torch.isfinite(gx).all()
             assert torch.isfinite(gt).all()
             assert (gx[~w] == 0).all()
+
+
+# ===========================================================================
+# Masked outputs are constants (DESIGN §2): whatever cotangent a masked entry's
+# output receives, the gradient is that of the unmasked entries alone, with 0
+# at the masked ones. The reference deletes the masked entries and asks the
+# peer (torch.log_softmax / jax.nn) for the gradient of what is left.
+
+MC_X = np.array(
+    [
+        [1.0, 5.0, 2.0, 0.0, -1.0],
+        [0.3, -2.0, 4.0, 1.5, 0.7],
+        [-1.0, 3.0, 3.0, 2.0, -4.0],
+        [2.0, 0.5, -0.5, 6.0, 1.0],
+    ]
+)
+MC_MASK = np.array(
+    [
+        [True, False, True, True, True],  # the masked entry is the largest
+        [False, True, True, False, True],
+        [True, True, False, True, False],
+        [True, True, True, False, True],  # a finite entry masked, the max
+    ]
+)
+# non-zero on every entry, masked ones included
+MC_G = np.random.default_rng(7).uniform(0.5, 2.0, MC_X.shape) * np.where(
+    MC_X > 0, 1.0, -1.0
+)
+MC_NAMES = ("softmax", "log_softmax", "softmin")
+MC_PATHS = ("generic", "fast")
+
+
+def _mc_call(name: str, x: Any, w: Any, t: float | None) -> Any:
+    fn = {"softmax": sx.softmax, "log_softmax": sx.log_softmax, "softmin": sx.softmin}
+    return fn[name](x, axis=-1, where=w, temperature=t)
+
+
+def _mc_expected(name: str, t: float | None, peer: Callable[..., Any]) -> np.ndarray:
+    """Row by row: the peer's gradient of <g, f(x)> over the unmasked entries."""
+    want = np.zeros_like(MC_X)
+    for i in range(MC_X.shape[0]):
+        keep = MC_MASK[i]
+        want[i][keep] = peer(name, MC_X[i][keep], MC_G[i][keep], t)
+    return want
+
+
+def _torch_peer(name: str, row: np.ndarray, g: np.ndarray, t: float | None) -> Any:
+    import torch
+
+    x = torch.tensor(row, requires_grad=True)
+    z = x / (1.0 if t is None else t)
+    z = -z if name == "softmin" else z
+    out = torch.log_softmax(z, -1) if name == "log_softmax" else torch.softmax(z, -1)
+    (gx,) = torch.autograd.grad(out, x, torch.tensor(g))
+    return gx.numpy()
+
+
+def _jax_peer(name: str, row: np.ndarray, g: np.ndarray, t: float | None) -> Any:
+    import jax
+    import jax.numpy as jnp
+
+    def f(x: Any) -> Any:
+        z = x / (1.0 if t is None else t)
+        z = -z if name == "softmin" else z
+        return jax.nn.log_softmax(z) if name == "log_softmax" else jax.nn.softmax(z)
+
+    _, vjp = jax.vjp(f, jnp.asarray(row))
+    return np.asarray(vjp(jnp.asarray(g))[0])
+
+
+def _check_masked_cotangent(gx: np.ndarray, want: np.ndarray) -> None:
+    assert np.all(gx[~MC_MASK] == 0), f"masked entries get a gradient:\n{gx}"
+    np.testing.assert_allclose(gx, want, rtol=1e-13, atol=1e-14)
+
+
+@needs("torch")
+@pytest.mark.parametrize("path", MC_PATHS)
+@pytest.mark.parametrize("name", MC_NAMES)
+def test_torch_masked_cotangent_issue_example(name: str, path: str) -> None:
+    """x=[1, 5, 2], where=[T, F, T], cotangent [0, 1, 0]: the gradient is 0.
+
+    log_softmax on the generic core used to give [-0.269, 0, 0.269]: the masked
+    output -inf - log1p(s) passed its cotangent on to the slice's sum.
+    """
+    import torch
+
+    x = torch.tensor([1.0, 5.0, 2.0], dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([True, False, True])
+    with sx.force_generic(path == "generic"):
+        out = _mc_call(name, x, w, None)
+    (gx,) = torch.autograd.grad(out, x, torch.tensor([0.0, 1.0, 0.0]).double())
+    assert np.all(gx.numpy() == 0), gx
+
+
+@needs("torch")
+@pytest.mark.parametrize("path", MC_PATHS)
+@pytest.mark.parametrize("t", [None, 0.5], ids=["plain", "temperature"])
+@pytest.mark.parametrize("name", MC_NAMES)
+def test_torch_masked_cotangent(name: str, t: float | None, path: str) -> None:
+    import torch
+
+    x = _t(MC_X).requires_grad_(True)
+    with sx.force_generic(path == "generic"):
+        out = _mc_call(name, x, _t(MC_MASK), t)
+    (gx,) = torch.autograd.grad(out, x, _t(MC_G))
+    _check_masked_cotangent(gx.numpy(), _mc_expected(name, t, _torch_peer))
+
+
+@needs("jax")
+@pytest.mark.parametrize("path", MC_PATHS)
+@pytest.mark.parametrize("name", MC_NAMES)
+def test_jax_masked_cotangent_issue_example(name: str, path: str) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    w = jnp.asarray([True, False, True])
+    with sx.force_generic(path == "generic"):
+        _, vjp = jax.vjp(lambda a: _mc_call(name, a, w, None), jnp.asarray([1.0, 5, 2]))
+        (gx,) = vjp(jnp.asarray([0.0, 1.0, 0.0]))
+    assert np.all(np.asarray(gx) == 0), gx
+
+
+@needs("jax")
+@pytest.mark.parametrize("path", MC_PATHS)
+@pytest.mark.parametrize(
+    ("t", "jit"),
+    [(None, False), (0.5, False), (None, True)],
+    ids=["plain", "temperature", "plain-jit"],
+)
+@pytest.mark.parametrize("name", MC_NAMES)
+def test_jax_masked_cotangent(name: str, t: float | None, jit: bool, path: str) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    w = jnp.asarray(MC_MASK)
+
+    def f(a: Any) -> Any:
+        return _mc_call(name, a, w, t)
+
+    with sx.force_generic(path == "generic"):
+        _, vjp = jax.vjp(jax.jit(f) if jit else f, jnp.asarray(MC_X))
+        (gx,) = vjp(jnp.asarray(MC_G))
+    _check_masked_cotangent(np.asarray(gx), _mc_expected(name, t, _jax_peer))
+
+
+@needs("torch")
+@pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
+def test_torch_masked_cotangent_from_state(log: bool) -> None:
+    """The streaming normalisation: masked outputs send nothing to x or the state."""
+    import torch
+
+    x = _t(MC_X).requires_grad_(True)
+    w = _t(MC_MASK)
+    state = sx.logsumexp_state(x, -1, where=w, keepdims=True)
+    fn = sx.log_softmax_from_state if log else sx.softmax_from_state
+    out = fn(x, state, where=w)
+    (gx,) = torch.autograd.grad(out, x, _t(MC_G))
+    name = "log_softmax" if log else "softmax"
+    _check_masked_cotangent(gx.numpy(), _mc_expected(name, None, _torch_peer))

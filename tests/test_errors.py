@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
+import warnings
 from typing import Any
 
 import array_api_compat
@@ -381,3 +382,277 @@ def test_xp_of_another_library(be, kind):
     x = _x(be)
     for ns in _foreign_namespaces(be):
         raises(TypeError, kind, "xp", x, xp=ns)
+
+
+# --------------------------------------------------------------------------
+# arrays that carry their own mask, index or sparse layout (issue 10)
+# --------------------------------------------------------------------------
+
+# (parameter, keyword) for every array-valued parameter of each function
+_ARRAY_PARAMS = {
+    "softmax": ("where", "temperature"),
+    "log_softmax": ("where", "temperature"),
+    "softmin": ("where", "temperature"),
+    "logsumexp": ("where", "b"),
+}
+
+
+def _matrix(data: Any) -> Any:
+    """``np.matrix(data)`` without its PendingDeprecationWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        return np.matrix(data)
+
+
+def _np_carriers() -> list[tuple[str, Any, str]]:
+    """(id, a float carrier of shape (3, 4), advice for x) built from NumPy/SciPy/pandas."""
+    data = np.zeros((3, 4))
+    out: list[tuple[str, Any, str]] = [
+        (
+            "masked",
+            np.ma.masked_array(data, mask=data > 0),
+            "x.data with where=~x.mask",
+        ),
+        ("masked-nomask", np.ma.masked_array(data), "x.data with where=~x.mask"),
+        ("matrix", _matrix(data), "np.asarray(x)"),
+    ]
+    if importlib.util.find_spec("scipy") is not None:
+        import scipy.sparse
+
+        out.append(("scipy-csr", scipy.sparse.csr_array(data), "x.toarray()"))
+        out.append(("scipy-coo-matrix", scipy.sparse.coo_matrix(data), "x.toarray()"))
+    if importlib.util.find_spec("pandas") is not None:
+        import pandas as pd
+
+        out.append(("pandas", pd.DataFrame(data), "x.to_numpy()"))
+    return out
+
+
+NP_CARRIERS = _np_carriers()
+
+
+@pytest.mark.parametrize(
+    ("obj", "advice"),
+    [c[1:] for c in NP_CARRIERS],
+    ids=[c[0] for c in NP_CARRIERS],
+)
+@pytest.mark.parametrize("kind", KINDS)
+def test_masked_and_indexed_x_refused(kind, obj, advice):
+    """softmax(np.ma.masked_array(...)) used to ignore the mask and return a result."""
+    for _ in range(2):  # the second call must not find a cached plain path
+        raises(TypeError, kind, "x", obj, also=(advice,))
+    if kind != "logsumexp":
+        # a plain ndarray first fills the plain-call cache; subclasses still fail
+        getattr(sx, kind)(np.zeros((3, 4)))
+        raises(TypeError, kind, "x", obj, also=(advice,))
+
+
+def test_masked_streaming_inputs_refused():
+    data = np.zeros((2, 3))
+    m = np.ma.masked_array(data, mask=data > 0)
+    raises(TypeError, "logsumexp_state", "x", m, also=("where=~x.mask",))
+    state = sx.logsumexp_state(data, -1, keepdims=True)
+    for kind in ("softmax_from_state", "log_softmax_from_state"):
+        raises(TypeError, kind, "x", m, state)
+        raises(
+            TypeError, kind, "where", data, state, where=np.ma.masked_array([True] * 3)
+        )
+        bad = sx.LogSumExpState(np.ma.masked_array(state.max), state.rest)
+        raises(TypeError, kind, "state.max", data, bad)
+    bad = sx.LogSumExpState(state.max, _matrix(state.rest))
+    raises(TypeError, "logsumexp_finish", "state.rest", bad, also=("np.asarray",))
+    raises(TypeError, "logsumexp_combine", "states[1].rest", state, bad)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_masked_where_b_temperature_refused(be, kind):
+    """The other array parameters refuse NumPy masked arrays too, whatever x's library."""
+    x = _x(be)
+    for param in _ARRAY_PARAMS[kind]:
+        value: Any = np.ones((3, 4), dtype=bool if param == "where" else float)
+        value = np.ma.masked_array(value, mask=np.zeros((3, 4), dtype=bool))
+        raises(TypeError, kind, param, x, **{param: value}, also=("masked array",))
+        raises(TypeError, kind, param, x, **{param: _matrix(value.data)})
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sparse_and_masked_backend_arrays_refused(be, kind):
+    """Each library's own sparse or masked arrays: torch sparse layouts and
+    MaskedTensor, JAX BCOO, Dask arrays of masked chunks."""
+    cases: list[tuple[Any, str]] = []
+    data = np.arange(12.0).reshape(3, 4)
+    if be.name.startswith("torch"):
+        import torch
+        from torch.masked import masked_tensor
+
+        t = be.asarray(data)
+        with warnings.catch_warnings():  # CSR and MaskedTensor are beta/prototype
+            warnings.simplefilter("ignore", UserWarning)
+            cases += [
+                (t.to_sparse(), ".to_dense()"),
+                (t.to_sparse_csr(), ".to_dense()"),
+                (masked_tensor(t, torch.ones_like(t, dtype=torch.bool)), "get_mask()"),
+            ]
+        getattr(sx, kind)(t)  # a dense call first: a sparse one must not reuse it
+    elif be.jax:
+        from jax.experimental import sparse
+
+        cases.append((sparse.BCOO.fromdense(be.asarray(data)), ".todense()"))
+    elif be.name == "dask":
+        import dask.array as da
+
+        m = da.ma.masked_array(be.asarray(data), mask=be.asarray(data > 5))
+        cases.append((m, "da.ma.getdata"))
+        getattr(sx, kind)(be.asarray(data))
+    else:
+        pytest.skip(f"{be.name} has no sparse or masked array type of its own")
+    for obj, advice in cases:
+        raises(TypeError, kind, "x", obj, also=(advice,))
+        for param in _ARRAY_PARAMS[kind]:
+            if param != "where":
+                raises(TypeError, kind, param, be.asarray(data), **{param: obj})
+
+
+# --------------------------------------------------------------------------
+# arrays as axis, huge temperatures and integers, complex b, flags (issue 10)
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_array_axis(be, kind):
+    """axis=np.array([0, 1]) used to raise NumPy's own TypeError from operator.index."""
+    x = _x(be)
+    bad = [be.asarray(np.array([0, 1])), be.asarray(np.array([1])), np.array([0, 1])]
+    bad += [be.asarray(np.array(1.0)), be.asarray(np.array(True))]
+    for axis in bad:
+        raises(TypeError, kind, "axis", x, axis=axis)
+        raises(TypeError, kind, "axis", x, axis=(0, axis))
+    if be.lazy:  # a Dask value would need a compute: refused (docs/decisions.md)
+        raises(TypeError, kind, "axis", x, axis=be.asarray(np.array(1)))
+        return
+    # a 0-d integer array indexes like an int: same result as axis=1
+    y = be.asarray(np.arange(12.0).reshape(3, 4))
+    got = be.to_numpy(getattr(sx, kind)(y, axis=be.asarray(np.array(1))))
+    np.testing.assert_array_equal(got, be.to_numpy(getattr(sx, kind)(y, axis=1)))
+
+
+HUGE = [10**400, -(10**400)]
+
+
+@pytest.mark.parametrize("t", HUGE, ids=["1e400", "-1e400"])
+@pytest.mark.parametrize("kind", FAMILY)
+def test_temperature_beyond_float(be, kind, t):
+    """temperature=10**400 used to raise OverflowError from float()."""
+    raises(ValueError, kind, "temperature", _x(be), temperature=t)
+
+
+# (input dtype, compute dtype, a temperature that fails, why)
+TEMPERATURE_RANGE = [
+    ("float32", "float32", 1e-46, "rounds to 0"),
+    ("float32", "float32", 1e-39, "subnormal"),
+    ("float32", "float32", 1e-45, "smallest subnormal"),
+    ("float32", "float32", 1e39, "rounds to inf"),
+    ("float32", "float32", 3.5e38, "above max"),
+    ("float16", "float32", 1e-39, "subnormal in float32"),
+    ("float16", "float32", 1e39, "inf in float32"),
+    ("bfloat16", "float32", 1e-40, "subnormal in float32"),
+    ("float64", "float64", 1e-310, "subnormal"),
+    ("float64", "float64", 5e-324, "smallest subnormal"),
+]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "compute", "t", "why"),
+    TEMPERATURE_RANGE,
+    ids=[f"{d}-{t:g}" for d, _, t, _ in TEMPERATURE_RANGE],
+)
+@pytest.mark.parametrize("kind", FAMILY)
+def test_temperature_not_normal_in_compute_dtype(be, kind, dtype, compute, t, why):
+    """softmax(float32([0, 1]), temperature=1e-46) used to give [nan, nan]."""
+    if dtype not in be.float_dtypes:
+        pytest.skip(f"{be.name} has no {dtype}")
+    x = be.asarray(np.array([0.0, 1.0]), dtype=dtype)
+    raises(ValueError, kind, "temperature", x, temperature=t, also=(repr(t), compute))
+    # dtype= decides the compute dtype too
+    if dtype != "float64" and "float64" in be.float_dtypes and t > 1e-300 and t < 1e300:
+        y = be.asarray(np.array([0.0, 1.0]), dtype="float64")
+        raises(ValueError, kind, "temperature", y, temperature=t, dtype=be.dtype(dtype))
+
+
+@pytest.mark.parametrize("kind", FAMILY)
+def test_temperature_normal_bounds_accepted(be, kind):
+    """The smallest normal and the largest finite value of the compute dtype are fine."""
+    names = [n for n in ("float16", "float32", "float64") if n in be.float_dtypes]
+    for name in names:
+        fi = np.finfo(np.float32 if name == "float16" else name)
+        x = be.asarray(np.array([0.0, 0.0]), dtype=name)
+        for t in (float(fi.smallest_normal), float(fi.max)):
+            out = be.to_numpy(getattr(sx, kind)(x, temperature=t))
+            want = [-math.log(2)] * 2 if kind == "log_softmax" else [0.5, 0.5]
+            np.testing.assert_allclose(out, want, rtol=1e-3)
+    # float16 input computes in float32: a temperature subnormal in float16 is fine
+    if "float16" in be.float_dtypes:
+        x = be.asarray(np.array([0.0, 1e-7]), dtype="float16")
+        out = be.to_numpy(sx.softmax(x, temperature=1e-7))
+        # x / t = [0, 1.0000000195...] (float16(1e-7) / float32(1e-7))
+        z = float(np.float16(1e-7)) / float(np.float32(1e-7))
+        p1 = 1.0 / (1.0 + math.exp(-z))
+        np.testing.assert_allclose(out, [1 - p1, p1], rtol=2e-3)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_integers_beyond_64_bits_in_lists(be, kind):
+    """softmax([10**30, 1], xp=jnp) used to raise OverflowError deep inside JAX
+    (NumPy made an object array, torch raised its own ValueError)."""
+    big = [10**30, 1]
+    raises(ValueError, kind, "x", big, xp=be.native, also=("1.000e+30",))
+    raises(ValueError, kind, "x", [big, big], axis=-1, xp=be.native)
+    raises(ValueError, kind, "x", -(10**30), axis=None, xp=be.native)
+    raises(ValueError, kind, "x", big)  # NumPy, no xp
+    x = _x(be, (2,))
+    raises(ValueError, kind, "where", x, where=big)
+    second = "b" if kind == "logsumexp" else "temperature"
+    raises(ValueError, kind, second, x, **{second: big})
+
+
+def test_complex_b_with_real_x(be):
+    """logsumexp(np.ones(2), b=[1+1j, 1]) used to return a complex result."""
+    x = _x(be, (2,))
+    for b in (
+        be.asarray(np.array([1 + 1j, 1.0]), dtype="complex128"),
+        be.asarray(np.array([1.0, 1.0]), dtype="complex64"),
+        1j,
+        [1j, 1.0],
+    ):
+        raises(TypeError, "logsumexp", "b", x, b=b, also=("complex",))
+        raises(TypeError, "logsumexp", "b", x, b=b, return_sign=True)
+    # complex x takes complex b: log(b0 e^x0 + b1 e^x1), computed here directly
+    xc = be.asarray(np.array([0.5 + 1j, -0.25]), dtype="complex128")
+    bc = be.asarray(np.array([1 + 1j, 2.0]), dtype="complex128")
+    want = np.log((1 + 1j) * np.exp(0.5 + 1j) + 2.0 * np.exp(-0.25))
+    got = be.to_numpy(sx.logsumexp(xc, b=bc))
+    np.testing.assert_allclose(got, want, rtol=1e-13)
+
+
+BAD_FLAGS = ["no", "", 1, 0, None, 1.0, np.int64(1), [True]]
+
+
+@pytest.mark.parametrize("flag", BAD_FLAGS, ids=[repr(f) for f in BAD_FLAGS])
+def test_flags_must_be_bools(be, flag):
+    """keepdims="no" used to count as True."""
+    x = _x(be)
+    raises(TypeError, "logsumexp", "keepdims", x, keepdims=flag, also=(repr(flag),))
+    raises(TypeError, "logsumexp", "return_sign", x, return_sign=flag)
+    raises(TypeError, "logsumexp_state", "keepdims", x, keepdims=flag)
+
+
+def test_numpy_bools_are_flags(be):
+    x = be.asarray(np.zeros((2, 3)))
+    lse, sign = sx.logsumexp(x, axis=-1, keepdims=np.True_, return_sign=np.True_)
+    assert tuple(lse.shape) == (2, 1)
+    np.testing.assert_allclose(be.to_numpy(lse), np.full((2, 1), math.log(3)))
+    np.testing.assert_array_equal(be.to_numpy(sign), np.ones((2, 1)))
+    out = sx.logsumexp(x, axis=-1, keepdims=np.False_, return_sign=np.False_)
+    assert not isinstance(out, tuple)
+    assert tuple(out.shape) == (2,)
+    assert tuple(sx.logsumexp_state(x, -1, keepdims=np.True_).max.shape) == (2, 1)

@@ -289,6 +289,41 @@ def test_integer_chunks_take_the_default_float(be):
     )
 
 
+@pytest.mark.parametrize("int_name", ["int32", "int64", "uint8", "bool"])
+def test_from_state_takes_integer_chunks(be, int_name):
+    """softmax_from_state used to refuse the integer chunks logsumexp_state takes.
+
+    Integer and bool chunks take the state's floating dtype (the default float,
+    which logsumexp_state gave the state).
+    """
+    data = [[1, 0, 1], [0, 0, 1]] if int_name == "bool" else [[1, 2, 3], [4, 0, 7]]
+    a = be.asarray(np.array(data)[:, :2], dtype=int_name)
+    b = be.asarray(np.array(data)[:, 2:], dtype=int_name)
+    state = sx.logsumexp_combine(
+        sx.logsumexp_state(a, -1, keepdims=True),
+        sx.logsumexp_state(b, -1, keepdims=True),
+    )
+    rows = np.array(data, dtype=np.float64)
+    lse = np.log(np.sum(np.exp(rows), axis=-1, keepdims=True))
+    for fn, want in (
+        (sx.softmax_from_state, np.exp(rows - lse)),
+        (sx.log_softmax_from_state, rows - lse),
+    ):
+        got = [fn(a, state), fn(b, state)]
+        for g in got:
+            assert g.dtype == be.default_float
+        out = np.concatenate([_np(be, g) for g in got], axis=-1)
+        np.testing.assert_allclose(
+            out, want, rtol=1e-6 if "32" in str(be.default_float) else 1e-14
+        )
+    # a float32 state (from float32 chunks) gives integer chunks float32
+    if "float32" in be.float_dtypes and be.default_float != be.dtype("float32"):
+        s32 = sx.logsumexp_state(be.asarray(rows, dtype="float32"), -1, keepdims=True)
+        assert sx.softmax_from_state(
+            be.asarray(np.array(data), dtype=int_name), s32
+        ).dtype == be.dtype("float32")
+
+
 # ---------------------------------------------------------------------------
 # softmax_from_state / log_softmax_from_state: each chunk normalised by the whole
 

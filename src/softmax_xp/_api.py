@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _fast, _generic
 from ._compat import Array
-from ._validation import Call, prepare, prepare_logsumexp
+from ._validation import Call, check_flag, prepare, prepare_logsumexp
 
 __all__ = ["log_softmax", "logsumexp", "softmax", "softmin"]
 
@@ -80,10 +80,13 @@ def softmax(
     ------
     TypeError
         For complex input, non-boolean ``where``, a bad ``dtype``, arrays of
-        another library, or an unsupported input type.
+        another library, an unsupported input type, or an array that carries
+        its own mask or index (a NumPy masked array, ``np.matrix``, pandas,
+        sparse arrays: pass the plain data, and a mask as ``where``).
     ValueError
-        For a bad ``axis``, a non-positive temperature, or shapes that do not
-        broadcast to ``x``.
+        For a bad ``axis``, a non-positive temperature or one that is not a
+        normal number in the compute dtype, integers beyond 64 bits in a list,
+        or shapes that do not broadcast to ``x``.
 
     See Also
     --------
@@ -219,6 +222,8 @@ def logsumexp(
     >>> logsumexp(np.asarray([[0.0, 1.0], [-np.inf, -np.inf]]), axis=1)
     array([1.31326169,       -inf])
     """
+    keepdims = check_flag("logsumexp", "keepdims", keepdims)
+    return_sign = check_flag("logsumexp", "return_sign", return_sign)
     call = prepare_logsumexp(x, axis, b, where, dtype, xp)
     out = _run("logsumexp", call, keepdims=keepdims, return_sign=return_sign)
     if isinstance(out, tuple):

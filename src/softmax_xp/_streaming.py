@@ -57,7 +57,9 @@ from ._validation import (
     _fail,
     _out_dtype,
     _where,
+    check_flag,
     prepare_logsumexp,
+    refuse_own_mask,
 )
 
 __all__ = [
@@ -152,6 +154,7 @@ def logsumexp_state(
     LogSumExpState(max=array(inf), rest=array(1.))
     """
     func = "logsumexp_state"
+    keepdims = check_flag(func, "keepdims", keepdims)
     call = prepare_logsumexp(x, axis, None, where, dtype, xp, func=func)
     ns = call.xp
     if dtype_kind(ns, call.out_dtype) != "real floating":
@@ -167,6 +170,10 @@ def logsumexp_state(
 
 
 def _check_state(func: str, name: str, state: Any) -> tuple[Array, Array]:
+    if isinstance(state, tuple) and len(state) == 2:
+        fields = getattr(state, "_fields", ("max", "rest"))
+        for field, a in zip(fields, state, strict=True):
+            refuse_own_mask(func, f"{name}.{field}", a)
     if (
         not isinstance(state, tuple)
         or len(state) != 2
@@ -351,10 +358,21 @@ def _from_state(
 ) -> Array:
     arr, ns = _as_array(func, x, xp)
     m, rest = _check_state(func, "state", state)
-    _namespace_of(func, [("x", arr), ("state.max", m), ("state.rest", rest)], None)
+    state_ns = _namespace_of(func, [("state.max", m), ("state.rest", rest)], None)
+    if library_of(state_ns) != library_of(ns):
+        msg = (
+            f"x={_describe(x)} is an array of {library_of(ns)} but the state's "
+            f"are of {library_of(state_ns)}; mixed namespaces are not supported"
+        )
+        raise _fail(TypeError, func, msg)
     dev = device(arr)
     shape = tuple(arr.shape)
-    out_dtype = _out_dtype(func, ns, arr.dtype, None, dev, complex_ok=False)
+    if dtype_kind(ns, arr.dtype) in ("bool", "integral"):
+        # integer chunks take the state's floating dtype, the one
+        # logsumexp_state gave them (the default float) unless the caller chose
+        out_dtype = ns.result_type(m.dtype, rest.dtype)
+    else:
+        out_dtype = _out_dtype(func, ns, arr.dtype, None, dev, complex_ok=False)
     for name, a in (("state.max", m), ("state.rest", rest)):
         _check_fits(func, name, a, shape)
     mask = _where(func, where, ns, shape, dev)
@@ -381,6 +399,8 @@ def _from_state(
     rest = ns.where(m > _generic._const(ns, -math.inf, m), rest, zero)  # NaN too
     out = z - ns.log1p(rest) if log else ns.exp(z) / (rest + 1)
     out = _generic._poison(ns, m, out, mask)
+    # masked outputs are constants: their cotangents reach neither x nor the state
+    out = _generic._constant_where_masked(ns, out, mask, -math.inf if log else 0.0)
     return _generic._finish(ns, out, out_dtype)
 
 

@@ -30,7 +30,7 @@ from ._compat import (
     new_array_device,
 )
 
-__all__ = ["Call", "prepare", "prepare_logsumexp"]
+__all__ = ["Call", "check_flag", "prepare", "prepare_logsumexp", "refuse_own_mask"]
 
 
 # Not frozen: a frozen dataclass's __init__ costs ~2 us more per call, which is
@@ -68,7 +68,7 @@ def _fail(exc: type[Exception], func: str, text: str) -> Exception:
 
 def _describe(value: Any) -> str:
     """A short description of a value for error messages (arrays by type/dtype/shape)."""
-    if is_array(value):
+    if is_array(value) and not isinstance(value, np.generic):  # NumPy scalars: repr
         return (
             f"<{type(value).__name__} dtype={value.dtype} shape={tuple(value.shape)}>"
         )
@@ -76,16 +76,156 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+# Types that carry their own mask, index or sparsity, by the module that defines
+# them (checked by name, so that no library is imported): what the type is,
+# what would be lost, and what to pass instead (per parameter, "*" for others).
+_CARRIERS: tuple[tuple[str, str, dict[str, str]], ...] = (
+    (
+        "numpy.ma",
+        "a NumPy masked array, whose mask would be dropped",
+        {
+            "x": "x.data with where=~x.mask",
+            "where": "where.filled(False)",
+            "b": "b.filled(0) (entries with b == 0 are ignored)",
+            "*": "{n}.data, and fold ~{n}.mask into where",
+        },
+    ),
+    (
+        "torch.masked",
+        "a torch MaskedTensor, whose mask would be dropped",
+        {
+            "x": "x.get_data() with where=x.get_mask()",
+            "where": "where.get_data() & where.get_mask()",
+            "*": "{n}.get_data(), and fold {n}.get_mask() into where",
+        },
+    ),
+    ("numpy.matrixlib", "an np.matrix (always 2-d)", {"*": "np.asarray({n})"}),
+    (
+        "pandas",
+        "a pandas object, whose index would be dropped",
+        {"*": "{n}.to_numpy()"},
+    ),
+    (
+        "xarray",
+        "an xarray object, whose coordinates would be dropped",
+        {"*": "{n}.to_numpy()"},
+    ),
+    ("scipy.sparse", "a SciPy sparse array", {"*": "{n}.toarray()"}),
+    ("cupyx.scipy.sparse", "a CuPy sparse matrix", {"*": "{n}.toarray()"}),
+    ("sparse", "a pydata sparse array", {"*": "{n}.todense()"}),
+    ("jax.experimental.sparse", "a JAX sparse array", {"*": "{n}.todense()"}),
+)
+_CARRIER_BY_TYPE: dict[type, tuple[str, dict[str, str]] | None] = {np.ndarray: None}
+
+
+def _carrier_of(cls: type) -> tuple[str, dict[str, str]] | None:
+    """``(what, instead)`` when instances of ``cls`` carry their own mask or index."""
+    try:
+        return _CARRIER_BY_TYPE[cls]
+    except KeyError:
+        pass
+    found = None
+    for c in cls.__mro__:
+        mod = c.__module__ or ""
+        if mod == "numpy" and c.__name__ == "matrix":  # np.matrix reports "numpy"
+            mod = "numpy.matrixlib"
+        for prefix, what, instead in _CARRIERS:
+            if mod == prefix or mod.startswith(prefix + "."):
+                found = (what, instead)
+                break
+        if found is not None:
+            break
+    with contextlib.suppress(TypeError):  # an unhashable class: look it up each time
+        _CARRIER_BY_TYPE[cls] = found
+    return found
+
+
+def refuse_own_mask(func: str, name: str, value: Any) -> None:
+    """``TypeError`` for arrays that carry their own mask, index or sparse layout.
+
+    Such an array would be taken as plain data with its mask or index dropped
+    (a NumPy masked array reaches us as an ndarray subclass), or fail deep in a
+    backend; the message says what to pass instead.
+    """
+    cls = type(value)
+    if cls is np.ndarray:
+        return
+    found = _carrier_of(cls)
+    mod = cls.__module__ or ""
+    if found is None and mod.startswith("torch"):
+        layout = getattr(value, "layout", None)
+        if layout is not None and str(layout) != "torch.strided":
+            found = (
+                f"a sparse torch tensor (layout {layout})",
+                {"*": "{n}.to_dense()"},
+            )
+    if found is None and mod.startswith("dask"):
+        inner = _carrier_of(type(getattr(value, "_meta", None)))
+        if inner is not None:
+            found = (
+                f"a Dask array of chunks that are {inner[0]}",
+                {"*": "a Dask array of plain chunks (da.ma.getdata, or dense blocks)"},
+            )
+    if found is None:
+        return
+    what, instead = found
+    advice = instead.get(name, instead["*"]).format(n=name)
+    msg = f"{name}={_describe(value)} is {what}; pass {advice} instead"
+    raise _fail(TypeError, func, msg)
+
+
+def _huge_int(value: Any) -> int | None:
+    """A Python int in ``value`` (nested lists and tuples) beyond the 64-bit integers."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list | tuple):
+            stack.extend(v)
+        elif isinstance(v, int) and not -(2**63) <= v < 2**63:
+            return v
+    return None
+
+
+def _from_python(
+    func: str, name: str, value: Any, make: Any, exc: type[Exception]
+) -> Array:
+    """``make()``, the array of a Python scalar or list, with our errors on failure.
+
+    NumPy turns integers beyond 64 bits into an object array, torch and JAX
+    raise deep inside: both become one ``ValueError`` naming the integer.
+    """
+    try:
+        arr = make()
+    except (TypeError, ValueError, OverflowError, RuntimeError) as err:
+        big = _huge_int(value)
+        if big is not None:
+            raise _huge_int_error(func, name, value, big) from err
+        msg = f"{name}={_describe(value)} cannot be made into an array: {err}"
+        raise _fail(exc, func, msg) from err
+    if getattr(arr.dtype, "kind", None) == "O":
+        big = _huge_int(value)
+        if big is not None:
+            raise _huge_int_error(func, name, value, big)
+    return arr
+
+
+def _huge_int_error(func: str, name: str, value: Any, big: int) -> Exception:
+    shown = f"{big:.3e}" if abs(big) < 10**300 else "an integer of more than 300 digits"
+    msg = (
+        f"{name}={_describe(value)} holds the integer {shown}, beyond the 64-bit "
+        f"integers that array libraries hold; pass it as a float"
+    )
+    return _fail(ValueError, func, msg)
+
+
 def _as_array(func: str, x: Any, xp: Any) -> tuple[Array, Namespace]:
     """``x`` as an array and its (compat) namespace; ``xp`` checked against it."""
+    refuse_own_mask(func, "x", x)
     if is_array(x):
         arr = x
     elif isinstance(x, numbers.Number | list | tuple):
-        try:
-            arr = xp.asarray(x) if xp is not None else np.asarray(x)
-        except (TypeError, ValueError) as err:  # ragged or non-numeric nesting
-            msg = f"x={_describe(x)} cannot be made into an array: {err}"
-            raise _fail(ValueError, func, msg) from err
+        mod = xp if xp is not None else np
+        arr = _from_python(func, "x", x, lambda: mod.asarray(x), ValueError)
     else:
         msg = (
             f"x must be an array of an array API library, a Python scalar, list or "
@@ -106,16 +246,21 @@ def _as_array(func: str, x: Any, xp: Any) -> tuple[Array, Namespace]:
     return arr, ns
 
 
+def check_flag(func: str, name: str, value: Any) -> bool:
+    """``value`` as a bool; anything but ``bool`` / ``np.bool_`` is a ``TypeError``."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    msg = f"{name}={_describe(value)} must be a bool"
+    raise _fail(TypeError, func, msg)
+
+
 def _axes(func: str, axis: Any, ndim: int) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
     items = axis if isinstance(axis, tuple) else (axis,)
     out: list[int] = []
     for a in items:
-        if isinstance(a, bool) or not hasattr(a, "__index__"):
-            msg = f"axis={axis!r} must be an int, a tuple of ints or None"
-            raise _fail(TypeError, func, msg)
-        i = operator.index(a)
+        i = _axis_index(func, axis, a)
         if not -ndim <= i < ndim:
             msg = f"axis={axis!r} is out of bounds for an array of {ndim} dimensions"
             raise _fail(ValueError, func, msg)
@@ -125,6 +270,30 @@ def _axes(func: str, axis: Any, ndim: int) -> tuple[int, ...]:
             raise _fail(ValueError, func, msg)
         out.append(i)
     return tuple(sorted(out))
+
+
+def _axis_index(func: str, axis: Any, a: Any) -> int:
+    """One axis as an int: an int, a NumPy integer, or a 0-d integer array (not Dask's)."""
+    ok = not isinstance(a, bool | np.bool_) and hasattr(a, "__index__")
+    if ok and is_array(a) and not isinstance(a, np.generic):
+        ns = array_namespace(a)
+        # a Dask array's value would need a compute; bool arrays index as 0/1
+        ok = (
+            a.ndim == 0
+            and dtype_kind(ns, a.dtype) == "integral"
+            and library_of(ns) != "dask"
+        )
+    if ok:
+        try:
+            return operator.index(a)
+        except Exception:  # noqa: BLE001 - e.g. a traced JAX value under jit
+            ok = False
+    shown = _describe(axis) if is_array(axis) else repr(axis)
+    msg = (
+        f"axis={shown} must be an int, a tuple of ints or None "
+        "(a 0-d integer array is taken as an int)"
+    )
+    raise _fail(TypeError, func, msg)
 
 
 def _broadcast_shape(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...] | None:
@@ -153,6 +322,7 @@ def _same_namespace_array(
     func: str, name: str, value: Any, xp: Namespace, dev: Any
 ) -> Array:
     """``value`` (Python scalar, list, or array of ``xp``) as an array of ``xp`` on ``dev``."""
+    refuse_own_mask(func, name, value)
     if is_array(value):
         if library_of(array_namespace(value)) != library_of(xp):
             msg = (
@@ -163,11 +333,10 @@ def _same_namespace_array(
             raise _fail(TypeError, func, msg)
         return value
     if isinstance(value, numbers.Number | list | tuple):
-        try:
-            return xp.asarray(value, device=new_array_device(xp, dev))
-        except (TypeError, ValueError) as err:
-            msg = f"{name}={_describe(value)} cannot be made into an array: {err}"
-            raise _fail(TypeError, func, msg) from err
+        place = new_array_device(xp, dev)
+        return _from_python(
+            func, name, value, lambda: xp.asarray(value, device=place), TypeError
+        )
     msg = f"{name}={_describe(value)} must be an array of x's library, a Python scalar or a list"
     raise _fail(TypeError, func, msg)
 
@@ -201,19 +370,30 @@ def _where(
 
 
 def _temperature(
-    func: str, t: Any, xp: Namespace, shape: tuple[Any, ...], dev: Any
+    func: str,
+    t: Any,
+    xp: Namespace,
+    shape: tuple[Any, ...],
+    dev: Any,
+    compute_dtype: Any,
 ) -> float | Array | None:
     if t is None:
         return None
+    refuse_own_mask(func, "temperature", t)
     if isinstance(t, bool | np.bool_):
         msg = f"temperature={t!r} must be a positive number or an array, not a bool"
         raise _fail(TypeError, func, msg)
     # NumPy scalars count as Python scalars here, whatever x's library
     if isinstance(t, numbers.Real) and (not is_array(t) or hasattr(t, "item")):
-        value = float(t)
+        try:
+            value = float(t)
+        except OverflowError as err:  # an int or Fraction beyond float64
+            msg = f"temperature={_describe(t)} is beyond the range of a float"
+            raise _fail(ValueError, func, msg) from err
         if not (math.isfinite(value) and value > 0):
-            msg = f"temperature={t!r} must be finite and > 0"
+            msg = f"temperature={_describe(t)} must be finite and > 0"
             raise _fail(ValueError, func, msg)
+        _check_normal(func, t, value, xp, compute_dtype)
         return value
     if isinstance(t, numbers.Number) and not is_array(t):  # complex scalars
         msg = f"temperature={t!r} must be a real number"
@@ -224,6 +404,37 @@ def _temperature(
         raise _fail(TypeError, func, msg)
     _check_fits(func, "temperature", arr, shape)
     return arr
+
+
+# (smallest normal, largest finite, NumPy type of the same width) per compute dtype
+_NORMAL_RANGE: dict[Any, tuple[float, float, Any]] = {}
+
+
+def _check_normal(func: str, t: Any, value: float, xp: Namespace, dtype: Any) -> None:
+    """A scalar temperature must stay a positive normal number in the compute dtype.
+
+    ``x / t`` is formed there: a ``t`` that rounds to 0 divides by zero, a
+    subnormal one is flushed to 0 by some backends (XLA), and one that rounds
+    to inf makes every finite entry 0; all of them give NaN rows.
+    """
+    try:
+        lo, hi, np_type = _NORMAL_RANGE[dtype]
+    except (KeyError, TypeError):
+        fi = xp.finfo(dtype)
+        np_type = {32: np.float32, 64: np.float64}.get(bits(xp, dtype))
+        lo, hi = float(fi.smallest_normal), float(fi.max)
+        with contextlib.suppress(TypeError):
+            _NORMAL_RANGE[dtype] = (lo, hi, np_type)
+    rounded = value
+    if np_type is not None:
+        with np.errstate(over="ignore", under="ignore"):
+            rounded = float(np_type(value))
+    if not lo <= rounded <= hi:
+        msg = (
+            f"temperature={_describe(t)} rounds to {rounded!r} in the compute dtype "
+            f"{getattr(dtype, '__name__', dtype)}; it must be a normal number there, between {lo!r} and {hi!r}"
+        )
+        raise _fail(ValueError, func, msg)
 
 
 def _out_dtype(
@@ -281,14 +492,39 @@ _AXES: dict[tuple[Any, int], tuple[int, ...]] = {}
 
 
 def _plain_key(x: Any) -> tuple[Any, ...] | None:
+    # exactly ndarray: its subclasses np.ma.MaskedArray and np.matrix take the
+    # full checks below, which refuse them, so their keys are never cached
     if type(x) is np.ndarray:  # the common case, without a device lookup
         return (np.ndarray, x.dtype, "cpu")
     try:
-        key = (type(x), x.dtype, device(x))
+        cls = type(x)
+        key = (cls, x.dtype, device(x), _form(x, cls))
         hash(key)
     except Exception:  # noqa: BLE001 - not an array, or an unhashable device
         return None
     return key
+
+
+# The part of an array's form that its type does not tell: a torch tensor's
+# layout (sparse tensors are torch.Tensor too), a Dask array's chunk type.
+_FORM_ATTR: dict[type, str] = {}
+
+
+def _form(x: Any, cls: type) -> Any:
+    attr = _FORM_ATTR.get(cls)
+    if attr is None:
+        mod = cls.__module__ or ""
+        attr = _FORM_ATTR[cls] = (
+            "layout"
+            if mod.startswith("torch")
+            else "_meta"
+            if mod.startswith("dask")
+            else ""
+        )
+    if not attr:
+        return None
+    value = getattr(x, attr, None)
+    return type(value) if attr == "_meta" else value
 
 
 def _cached_axes(func: str, axis: Any, ndim: int) -> tuple[int, ...]:
@@ -338,6 +574,7 @@ def _prepare(
     dev = device(arr)
     shape = tuple(arr.shape)
     out_dtype = _out_dtype(func, ns, arr.dtype, dtype, dev, complex_ok=False)
+    compute = _compute_dtype(ns, out_dtype)
     return Call(
         func=func,
         x=arr,
@@ -345,10 +582,10 @@ def _prepare(
         shape=shape,
         axes=_axes(func, axis, arr.ndim),
         where=_where(func, where, ns, shape, dev),
-        temperature=_temperature(func, temperature, ns, shape, dev),
+        temperature=_temperature(func, temperature, ns, shape, dev, compute),
         b=None,
         out_dtype=out_dtype,
-        compute_dtype=_compute_dtype(ns, out_dtype),
+        compute_dtype=compute,
         device=dev,
     )
 
@@ -368,13 +605,26 @@ def prepare_logsumexp(
     dev = device(arr)
     weights: Any = None
     if b is not None:
+        x_complex = dtype_kind(ns, arr.dtype) == "complex floating"
         if isinstance(b, numbers.Real) and not is_array(b):
             # a Python scalar weight is weakly typed, as in array API promotion
-            weights = b
+            try:
+                weights = float(b)
+            except OverflowError as err:
+                msg = f"b={_describe(b)} is beyond the range of a float"
+                raise _fail(ValueError, func, msg) from err
         else:
             weights = _same_namespace_array(func, "b", b, ns, dev)
-            if dtype_kind(ns, weights.dtype) is None:
+            bkind = dtype_kind(ns, weights.dtype)
+            if bkind is None:
                 msg = f"b={_describe(b)} has the unsupported dtype {weights.dtype}"
+                raise _fail(TypeError, func, msg)
+            # checked before promotion, which would turn the result complex
+            if bkind == "complex floating" and not x_complex:
+                msg = (
+                    f"b={_describe(b)} is complex but x is real (dtype {arr.dtype}); "
+                    "complex weights need complex x"
+                )
                 raise _fail(TypeError, func, msg)
     if weights is not None and is_array(weights):
         joint = _broadcast_shape(tuple(arr.shape), tuple(weights.shape))
@@ -403,13 +653,6 @@ def prepare_logsumexp(
         compute = ns.float64
     if weights is not None:
         if is_array(weights):
-            wkind = dtype_kind(ns, weights.dtype)
-            if (
-                wkind == "complex floating"
-                and dtype_kind(ns, compute) != "complex floating"
-            ):
-                msg = f"b={_describe(b)} is complex but x is real; pass complex x"
-                raise _fail(TypeError, func, msg)
             weights = ns.astype(weights, compute)
         else:
             weights = ns.full(shape, weights, dtype=compute, device=dev)
