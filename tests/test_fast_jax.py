@@ -27,6 +27,8 @@ from _helpers import (
 )
 from _helpers import generic as _generic
 from conftest import needs
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import softmax_xp as sx
 
@@ -521,3 +523,371 @@ def test_traced_temperature_gradient_equals_generic() -> None:
         generic = _vjp(jax.jit(lambda v, t, f=f: _generic(f, v, t)), (x, t), g)
         for a, b in zip(fast, generic, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
+
+
+# ===========================================================================
+# Length-1 axes: XLA drops a reduction's initial value there (issue 10)
+
+# (shape, axis): every reduced axis of length 1, or one among several
+ONE_AXES = [
+    ((1,), -1),
+    ((1,), None),
+    ((3, 1), 1),
+    ((1, 4), 0),
+    ((2, 1, 1), (1, 2)),
+    ((2, 1, 3), (0, 1)),  # a length-1 axis among several
+    ((3, 1, 2), (1, 2)),
+]
+ONE_VALUES = (NINF, INF, NAN, 1.0, -2.5, 1e308, -1e308)
+
+
+def _one_input(shape: tuple[int, ...]) -> np.ndarray:
+    """Every value of ONE_VALUES in turn, so that some slices hold only -inf."""
+    n = int(np.prod(shape))
+    return np.resize(np.asarray(ONE_VALUES), n).reshape(shape)
+
+
+def test_length_one_axis_by_hand() -> None:
+    """The reproducers of issue 10, against the contract table."""
+    import jax
+    import jax.numpy as jnp
+
+    np.testing.assert_array_equal(np.asarray(sx.softmax(jnp.asarray([NINF]))), [0.0])
+    np.testing.assert_array_equal(np.asarray(sx.softmin(jnp.asarray([INF]))), [0.0])
+    np.testing.assert_array_equal(
+        np.asarray(sx.log_softmax(jnp.asarray([NINF]))), [NINF]
+    )
+    assert float(sx.logsumexp(jnp.asarray([NINF]))) == NINF
+    assert float(sx.logsumexp(jnp.asarray([1.0]), where=jnp.asarray([False]))) == NINF
+    lse = sx.logsumexp(jnp.ones((3, 1)), axis=1, where=jnp.asarray([False]))
+    np.testing.assert_array_equal(np.asarray(lse), [NINF] * 3)
+    lse, sign = sx.logsumexp(jnp.asarray([NINF]), return_sign=True)
+    assert (float(lse), float(sign)) == (NINF, 0.0)
+    np.testing.assert_array_equal(
+        np.asarray(jax.grad(sx.logsumexp)(jnp.asarray([NINF]))), [0.0]
+    )
+    # a float32 max_float entry is not a slice with nothing left
+    big = float(jnp.finfo(jnp.float32).max)
+    x32 = jnp.asarray([[-big], [NINF]], dtype=jnp.float32)
+    np.testing.assert_array_equal(np.asarray(sx.softmax(x32)), [[1.0], [0.0]])
+    np.testing.assert_array_equal(
+        np.asarray(sx.logsumexp(x32, axis=1)), np.asarray([-big, NINF], np.float32)
+    )
+
+
+def _one_options(shape: tuple[int, ...], variant: str) -> dict[str, Any]:
+    import jax.numpy as jnp
+
+    opts: dict[str, Any] = {}
+    rng = np.random.default_rng(len(shape) + 7 * len(variant))
+    if variant in ("where", "where+t-array"):
+        opts["where"] = jnp.asarray(rng.random(shape) < 0.5)
+    if variant == "where-bcast":  # a mask of fewer dimensions, broadcast
+        opts["where"] = jnp.asarray(np.arange(shape[-1]) % 2 == 1)
+    if variant == "where-none":
+        opts["where"] = jnp.zeros(shape, dtype=bool)
+    if variant == "t-float":
+        opts["temperature"] = 0.25
+    if "t-array" in variant:
+        opts["temperature"] = jnp.asarray(rng.uniform(0.5, 2.0, shape))
+    return opts
+
+
+ONE_VARIANTS = ["plain", "where", "where-bcast", "where-none", "t-float", "t-array"]
+
+
+@pytest.mark.parametrize(("shape", "axis"), ONE_AXES, ids=str)
+@pytest.mark.parametrize("name", KINDS)
+def test_length_one_axes_equal_generic(
+    name: str, shape: tuple[int, ...], axis: Any
+) -> None:
+    """Every option on reductions over length-1 axes, eagerly and under jit."""
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.asarray(_one_input(shape))
+    fn = FUNCS.get(name, sx.logsumexp)
+    for variant in ONE_VARIANTS:
+        if name == "logsumexp" and variant.startswith("t"):
+            continue
+        opts = _one_options(shape, variant)
+        extras: list[dict[str, Any]] = [{}]
+        if name == "logsumexp":
+            extras = [{"keepdims": True}, {"return_sign": True}]
+
+        for extra in extras:
+            kw = {"axis": axis, **opts, **extra}
+
+            def call(v: Any, kw: dict[str, Any] = kw) -> Any:
+                return fn(v, **kw)
+
+            want = _generic(call, x)
+            for got in (call(x), jax.jit(call)(x)):
+                for g, w in zip(
+                    np.atleast_1d(got) if not isinstance(got, tuple) else got,
+                    np.atleast_1d(want) if not isinstance(want, tuple) else want,
+                    strict=True,
+                ):
+                    assert_same(g, w, jnp.float64)
+
+
+@pytest.mark.parametrize(("shape", "axis"), ONE_AXES, ids=str)
+@pytest.mark.parametrize("name", KINDS)
+def test_length_one_axes_gradient(name: str, shape: tuple[int, ...], axis: Any) -> None:
+    """Finite, the generic autodiff's, under jit too; 0 where the output is constant."""
+    import jax
+    import jax.numpy as jnp
+
+    # NaN slices have NaN gradients: leave NaN out here
+    values = np.where(np.isnan(_one_input(shape)), 0.5, _one_input(shape))
+    x = jnp.asarray(values)
+    fn = FUNCS.get(name, sx.logsumexp)
+    for variant in ("plain", "where", "where-bcast", "where+t-array"):
+        if name == "logsumexp" and "t-" in variant:
+            continue
+        opts = _one_options(shape, variant)
+
+        def loss(v: Any, opts: dict[str, Any] = opts) -> Any:
+            out = fn(v, axis=axis, **opts)
+            # infinite outputs are constant; a loss keeps them out (twice: no NaN)
+            live = jnp.isfinite(out)
+            return jnp.sum(jnp.where(live, jnp.sin(jnp.where(live, out, 0.0)), 0.0))
+
+        g = np.asarray(jax.grad(loss)(x))
+        assert np.isfinite(g).all(), (variant, g)
+        np.testing.assert_allclose(
+            np.asarray(jax.jit(jax.grad(loss))(x)), g, rtol=1e-14, atol=0
+        )
+        want = np.asarray(jax.grad(lambda v, f=loss: _generic(f, v))(x))
+        np.testing.assert_allclose(g, want, rtol=1e-13, atol=1e-14)
+        # a one-element slice is a constant distribution: no gradient at all
+        if name != "logsumexp" and all(
+            shape[a] == 1
+            for a in (range(len(shape)) if axis is None else np.atleast_1d(axis))
+        ):
+            assert np.all(g == 0), g
+
+
+def test_overflow_made_by_the_caller_under_jit() -> None:
+    """An entry made +inf by the caller's own scaling stays +inf inside one XLA program.
+
+    XLA folds ``(x * 4) * 0.25`` into ``x`` and contracts ``x * 4 - c`` into an
+    FMA: either would revive the finite value whose overflow made the +inf.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    cases = [
+        (jnp.asarray([-2.5, 1e308]), 4.0),
+        (jnp.asarray([-2.5, 1e308]), 2.0),
+        (jnp.asarray([-2.5, 3e38], dtype=jnp.float32), 2.0),
+    ]
+    for x, k in cases:
+        scaled = {
+            "softmax": jax.jit(lambda v, k=k: sx.softmax(v * k)),
+            "log_softmax": jax.jit(lambda v, k=k: sx.log_softmax(v * k)),
+            "softmin": jax.jit(lambda v, k=k: sx.softmin(v * -k)),
+            "tempered": jax.jit(lambda v, k=k: sx.softmax(v, temperature=1.0 / k)),
+        }
+        for name, f in scaled.items():
+            want = [NINF, 0.0] if name == "log_softmax" else [0.0, 1.0]
+            np.testing.assert_array_equal(np.asarray(f(x), np.float64), want, name)
+        lse = jax.jit(lambda v, k=k: sx.logsumexp(v * k))(x)
+        assert float(lse) == INF
+    # the smallest normal number as the maximum (halving it would flush to 0)
+    for dtype in (jnp.float32, jnp.float64):
+        tiny = float(jnp.finfo(dtype).tiny)
+        out = sx.log_softmax(jnp.asarray([tiny], dtype=dtype))
+        np.testing.assert_array_equal(np.asarray(out), [0.0])
+
+
+# ===========================================================================
+# return_sign under a narrowing dtype= (issue 10)
+
+
+def test_sign_of_a_total_that_rounds_to_zero() -> None:
+    """DESIGN §2: the sign of the exact total, 1 when something was left."""
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.asarray([-70000.0, -80000.0], dtype=jnp.float32)
+
+    def f(v: Any) -> Any:
+        return sx.logsumexp(v, dtype=jnp.float16, return_sign=True)
+
+    for lse, sign in (f(x), jax.jit(f)(x)):
+        assert lse.dtype == sign.dtype == jnp.float16
+        assert float(lse) == NINF  # exp(-70000) underflows float16's range
+        assert float(sign) == 1.0
+    # per slice, beside one where nothing is left and one that is NaN
+    rows = jnp.asarray([[-70000.0, NINF], [NINF, NINF], [NAN, 1.0]])
+    lse, sign = sx.logsumexp(rows, axis=1, dtype=jnp.float16, return_sign=True)
+    np.testing.assert_array_equal(np.asarray(lse, np.float64), [NINF, NINF, NAN])
+    np.testing.assert_array_equal(np.asarray(sign, np.float64), [1.0, 0.0, NAN])
+
+
+# ===========================================================================
+# Masked entries: their outputs are constants (DESIGN §2)
+
+
+def _deleted_row_vjp(name: str, x: np.ndarray, t: Any, g: np.ndarray) -> np.ndarray:
+    """The gradient of ``jax.nn``'s function on the unmasked entries [0, 2] only."""
+    import jax
+    import jax.numpy as jnp
+
+    peer = {
+        "softmax": jax.nn.softmax,
+        "log_softmax": jax.nn.log_softmax,
+        "softmin": lambda v: jax.nn.softmax(-v),
+    }[name]
+    keep = np.asarray([0, 2])
+    tk = 1.0 if t is None else (t if isinstance(t, float) else np.asarray(t)[keep])
+    _, pull = jax.vjp(lambda v: peer(v / tk), jnp.asarray(x[keep]))
+    (gk,) = pull(jnp.asarray(g[keep]))
+    out = np.zeros(3)
+    out[keep] = np.asarray(gk)
+    return out
+
+
+@pytest.mark.parametrize("name", list(FUNCS))
+def test_masked_entries_get_no_gradient(name: str) -> None:
+    """x=[1, v, 2], where=[T, F, T]: the gradient of the same function on [1, 2]."""
+    import jax
+    import jax.numpy as jnp
+
+    w = jnp.asarray([True, False, True])
+    rng = np.random.default_rng(21)
+    cotangents = [np.asarray([0.0, 1.0, 0.0]), *rng.normal(size=(3, 3))]
+    fn = FUNCS[name]
+    for masked in (5.0, NAN, INF, NINF):
+        x = np.asarray([1.0, masked, 2.0])
+        for t in (None, 0.7, np.asarray([0.5, 0.0, 1.5])):
+            opts: dict[str, Any] = {"where": w}
+            if t is not None:
+                opts["temperature"] = t if isinstance(t, float) else jnp.asarray(t)
+
+            def f(v: Any, opts: dict[str, Any] = opts) -> Any:
+                return fn(v, **opts)
+
+            for g in cotangents:
+                want = _deleted_row_vjp(name, x, t, g)
+                for h in (f, jax.jit(f)):
+                    _, pull = jax.vjp(h, jnp.asarray(x))
+                    (got,) = pull(jnp.asarray(g))
+                    np.testing.assert_allclose(
+                        np.asarray(got), want, rtol=1e-14, atol=1e-15
+                    )
+                    assert np.asarray(got)[1] == 0.0
+    # an array temperature's masked entry gets no gradient either
+    x = jnp.asarray([1.0, 5.0, 2.0])
+    tt = jnp.asarray([0.5, 3.0, 1.5])
+    _, pull = jax.vjp(lambda t: fn(x, where=w, temperature=t), tt)
+    (gt,) = pull(jnp.asarray(cotangents[1]))
+    assert np.asarray(gt)[1] == 0.0
+    assert np.isfinite(np.asarray(gt)).all()
+
+
+# ===========================================================================
+# Generated cases: the fast path against the generic core
+
+
+def _pool(dtype_name: str) -> list[float]:
+    fi = _finfo(dtype_name)
+    big, tiny = float(fi.max), float(fi.tiny)
+    return [
+        *(0.0, -0.0, 1.0, -1.0, 0.5, -2.5, 3.0, 100.0),
+        *(big, -big, big / 3, tiny, -tiny, tiny / 4, -tiny / 4),  # tiny/4: subnormal
+        *(INF, NINF, NINF, NAN),
+    ]
+
+
+@st.composite
+def _generated(draw: Any) -> tuple[str, str, np.ndarray, dict[str, Any]]:
+    """(kind, dtype, x as float64, options as NumPy arrays / Python values)."""
+    kind = draw(st.sampled_from(KINDS))
+    dtype_name = draw(st.sampled_from(["float32", "float64", "float16", "bfloat16"]))
+    shape = tuple(draw(st.lists(st.integers(0, 3), max_size=3)))
+    pool = _pool(dtype_name)
+    n = int(np.prod(shape))
+    x = np.asarray(draw(st.lists(st.sampled_from(pool), min_size=n, max_size=n)))
+    x = x.reshape(shape)
+    if shape and shape[0] and draw(st.booleans()):
+        x[0] = NINF  # slices with nothing left
+    ndim = len(shape)
+    axis = draw(
+        st.one_of(
+            st.none(),
+            st.just(()),
+            st.integers(-ndim, ndim - 1) if ndim else st.nothing(),
+            st.lists(st.integers(0, ndim - 1), unique=True, min_size=1).map(tuple)
+            if ndim
+            else st.nothing(),
+        )
+    )
+    opts: dict[str, Any] = {"axis": axis}
+    if draw(st.booleans()):
+        # a mask of a broadcastable shape: leading dimensions dropped, some set to 1
+        k = draw(st.integers(0, ndim))
+        wshape = tuple(d if draw(st.booleans()) else 1 for d in shape[k:])
+        wn = int(np.prod(wshape))
+        w = draw(st.lists(st.booleans(), min_size=wn, max_size=wn))
+        opts["where"] = np.asarray(w, dtype=bool).reshape(wshape)
+    if kind == "logsumexp":
+        opts["keepdims"] = draw(st.booleans())
+        opts["return_sign"] = draw(st.booleans())
+    else:
+        t = draw(st.sampled_from([None, None, "float", "array"]))
+        if t == "float":
+            opts["temperature"] = draw(st.sampled_from([0.25, 0.7, 1.0, 3.0, 1e3]))
+        elif t == "array":
+            k = draw(st.integers(0, ndim))
+            tshape = tuple(d if draw(st.booleans()) else 1 for d in shape[k:])
+            tn = int(np.prod(tshape))
+            tv = draw(
+                st.lists(
+                    st.sampled_from([0.25, 0.7, 1.0, 3.0, 1e-3, 1e3]),
+                    min_size=tn,
+                    max_size=tn,
+                )
+            )
+            opts["temperature"] = np.asarray(tv).reshape(tshape)
+    return kind, dtype_name, x, opts
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=_generated())
+# issue 10: a length-1 axis, and the smallest normal number as the maximum
+@example(case=("softmax", "float32", np.asarray([NINF]), {"axis": None}))
+@example(
+    case=(
+        "log_softmax",
+        "float32",
+        np.asarray([1.1754943508222875e-38]),
+        {"axis": None},
+    )
+)
+def test_generated_cases_equal_generic(
+    case: tuple[str, str, np.ndarray, dict[str, Any]],
+) -> None:
+    """Special values at the same places, the rest within a few ulp; eagerly and under jit."""
+    import jax
+    import jax.numpy as jnp
+
+    kind, dtype_name, values, opts = case
+    dtype = jnp.dtype(dtype_name)
+    x = jnp.asarray(values, dtype=dtype)
+    kw = {
+        k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in opts.items()
+    }
+    fn = FUNCS.get(kind, sx.logsumexp)
+    want = _generic(fn, x, **kw)
+    eager = fn(x, **kw)
+    jitted = jax.jit(lambda v: fn(v, **kw))(x)
+    pairs = (
+        (want, eager, jitted)
+        if isinstance(want, tuple)
+        else ((want,), (eager,), (jitted,))
+    )
+    for w, e, j in zip(*pairs, strict=True):
+        assert_same(e, w, dtype)
+        assert_same(j, w, dtype)

@@ -13,18 +13,24 @@ One fusion. XLA:CPU hands ``reduce-max, subtract, exp, reduce-sum, divide``
 to one YNNPACK fusion that reads each row once, but a ``select``, a comparison
 or a ``clamp`` in the chain splits it into several passes (the generic core
 compiles to about 1.3x the time of ``jax.nn.softmax``). So the contract's
-special values are handled with ``min``, ``max``, ``floor`` and exact scalings
-only, and every row still gets the generic answer:
+special values are handled with ``min``, ``max``, ``floor`` and exact
+arithmetic only, and every row still gets the generic answer. Nothing relies
+on what XLA does not promise: it assumes a reduction's initial value is the
+identity (and drops it on length-1 axes), folds a caller's ``x * 4`` into a
+later scaling, and contracts a multiply and a subtraction into an FMA (which
+revives the finite value whose overflow made a ``+inf``):
 
-- ``m`` is the row maximum with ``-max_float`` as the reduction's initial value
-  (a finite stand-in for an all ``-inf`` row; NaN still propagates).
-- ``z = 4 * min(u/4 - min(m/4, max_float), 0)``. Scaling by 4 is exact
-  (XLA:CPU flushes subnormals anyway), so on a finite row this is ``u - m``
-  rounded as IEEE does, ``-inf`` on overflow (the generic ``_subtract_max``). On a ``+inf`` row the stand-in acts as a
-  maximum of ``4 max_float``, which every finite entry (``max_float`` itself
-  included) lies more than the float range below: ``+inf`` entries get
-  ``z = 0``, all others ``-inf``. On an all ``-inf`` row every ``z`` is
-  ``-inf``; NaN rows stay NaN.
+- ``m = max(reduce_max(u), -max_float)``: the reduction starts from ``-inf``,
+  and an all ``-inf`` row gets a finite stand-in after it (``maximum`` keeps NaN).
+- ``c = min(m, max_float)`` (written ``-max(-m, -max_float)``: a ``min`` of a
+  ``max`` becomes a ``clamp``), ``d = min(m - c, max_float)``: 0 on rows with a
+  finite maximum, ``max_float`` on ``+inf`` rows.
+- ``z = min(min(u, m) - c - d - d, 0)``; the first ``min`` changes no value but
+  rounds ``u`` before any arithmetic (no FMA, no folded scaling). On a finite
+  row this is ``u - m`` rounded as IEEE does, ``-inf`` on overflow (the generic
+  ``_subtract_max``). On a ``+inf`` row ``+inf`` entries get ``z = 0`` and every
+  finite one (``max_float`` included) lies three float ranges below: ``-inf``.
+  On an all ``-inf`` row every ``z`` is ``-inf``; NaN rows stay NaN.
 - softmax is ``exp(z) / max(S, 1)``: a row with something left sums to at
   least 1 (its maxima count 1 each), a row with nothing left to 0.
 - The log1p form keeps the maxima out of the sum: ``floor(e)`` is 1 exactly
@@ -89,11 +95,12 @@ _KERNELS: dict[str, Callable[..., Any]] = {
 def _shifted(u: Any, axes: Axes) -> tuple[Any, Any]:
     """``(m, z)``: the slice maximum (keepdims; ``-max_float`` for nothing left) and ``u - m``."""
     big = float(np.finfo(u.dtype).max)
-    # reduce_max would give -inf on an all -inf slice, and clamping it afterwards
-    # becomes an XLA `clamp`, which splits the fusion; an initial value does not
-    m = lax.expand_dims(lax.reduce(u, np.array(-big, u.dtype), lax.max, axes), axes)
-    # reduce over u itself: reducing a scaled operand is markedly slower
-    z = 4.0 * jnp.minimum(u * 0.25 - jnp.minimum(m * 0.25, big), 0.0)
+    # from -inf, the identity: XLA may drop any other initial value (length-1 axes)
+    m = jnp.maximum(jnp.max(u, axis=axes, keepdims=True), -big)
+    c = -jnp.maximum(-m, -big)  # min(m, big), which XLA would turn into a clamp
+    d = jnp.minimum(m - c, big)  # 0 on rows with a finite maximum, big on +inf rows
+    # min(u, m) is u, rounded: no caller's `x * 4` becomes an FMA with `- c`
+    z = jnp.minimum(jnp.minimum(u, m) - c - d - d, 0.0)
     return m, z
 
 
@@ -223,16 +230,15 @@ def _fast_logsumexp(
     call: Call, *, plain: bool, keepdims: bool, return_sign: bool
 ) -> Any:
     u = _input(call, False, plain=plain)
-    lse = _logsumexp(u, call.axes)
-    lse = _generic._finish(
-        jnp, _generic._squeeze(jnp, lse, call.axes, keepdims), call.out_dtype
-    )
+    lse = _generic._squeeze(jnp, _logsumexp(u, call.axes), call.axes, keepdims)
+    out = _generic._finish(jnp, lse, call.out_dtype)
     if not return_sign:
-        return lse
-    # 1 where something is left (finite or +inf), 0 where nothing is, NaN with NaN
+        return out
+    # 1 where something is left (finite or +inf), 0 where nothing is, NaN with
+    # NaN; read before rounding: a total that rounds to 0 in a narrower dtype= was left
     v = lax.stop_gradient(lse)
     sign = jnp.where(jnp.isnan(v), v, jnp.where(v == -jnp.inf, 0.0, 1.0))
-    return lse, sign.astype(lse.dtype)
+    return out, sign.astype(out.dtype)
 
 
 _FAST: dict[str, Callable[..., Any]] = {
