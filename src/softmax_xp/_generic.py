@@ -131,8 +131,38 @@ def _inputs(call: Call, *, negate: bool = False) -> Array:
         x_safe = xp.where(finite, x, _const(xp, 0.0, x))
         if not isinstance(t, float):
             t = xp.where(finite, t, _const(xp, 1.0, x))
-        x = xp.where(finite, x_safe / t, x)
+        x = xp.where(finite, _divide(xp, x_safe, t), x)
     return x
+
+
+def _divide(xp: Namespace, x: Array, t: float | Array) -> Array:
+    """``x / t`` for finite ``x`` and normal ``t > 0``, ``+-inf`` on overflow, without one.
+
+    Only ``|x| >= 1`` with ``t <= 4`` can overflow. There the quotient is formed
+    as ``2 * ((x/2) / t)``: halving is exact, the half rounds to exactly half of
+    the rounded quotient (it is at least 1/8, far from subnormal), and that
+    quotient overflowed precisely when the half exceeds ``max/2``. Quotients
+    beyond ``1.5 max`` are found first, so the half itself cannot overflow.
+    """
+    zero, one = _const(xp, 0.0, x), _const(xp, 1.0, x)
+    fmax = float(xp.finfo(x.dtype).max)
+    inf = _const(xp, float("inf"), x)
+    if isinstance(t, float):
+        t_low = t <= 4.0
+        t_c = min(t, 4.0)
+    else:
+        four = _const(xp, 4.0, x)
+        t_low = t <= four
+        t_c = xp.where(t_low, t, four)
+    mag = xp.abs(x)
+    halve = (mag >= one) & t_low
+    # |x| / t > 1.5 max, compared without overflow (t_c * 0.1875 max <= 0.75 max)
+    far = mag * 0.125 > t_c * (fmax * 0.1875)
+    h = xp.where(halve & ~far, x * 0.5, zero) / t
+    over = far | (xp.abs(h) > fmax * 0.5)
+    signed_inf = xp.where(x < zero, -inf, inf)
+    doubled = xp.where(over, signed_inf, 2 * xp.where(over, zero, h))
+    return xp.where(halve, doubled, xp.where(halve, zero, x) / t)
 
 
 def _shift(xp: Namespace, x: Array, axes: tuple[int, ...]) -> _Shifted:
@@ -166,7 +196,9 @@ def _subtract_max(xp: Namespace, x: Array, m: Array) -> Array:
     big = m > _const(xp, 1.0, m)
     m_big = xp.where(big, m, zero)
     h = x * half - m_big * half
-    over = h < -(xp.finfo(x.dtype).max * 0.5)
+    # a -inf entry keeps its own 2 * h (it is -inf already, nothing overflows),
+    # so that it keeps the tangent jax.nn gives it in log_softmax, t - sum(p t)
+    over = (h < -(xp.finfo(x.dtype).max * 0.5)) & (x > -xp.inf)
     doubled = xp.where(over, _const(xp, -float("inf"), x), 2 * xp.where(over, zero, h))
     return xp.where(big, doubled, x - xp.where(big, zero, m))
 
@@ -208,6 +240,27 @@ def _constant_where_masked(
     return xp.where(where, out, _const(xp, fill, out))
 
 
+def _fill(call: Call, shape: tuple[Any, ...], value: float, dtype: Any) -> Array:
+    """The result of an empty call: ``value`` everywhere, still a function of the inputs.
+
+    An exact 0 taken from ``x`` (and array temperatures or weights) is added,
+    so that autograd stays attached (``requires_grad`` as the peers give it)
+    and the gradient is 0; the sums of empty arrays cost nothing.
+    """
+    xp = call.xp
+    out = xp.full(shape, value, dtype=dtype, device=call.device)
+    for a in (call.x, call.temperature, call.b):
+        if a is None or isinstance(a, float):
+            continue
+        if dtype_kind(xp, a.dtype) in (None, "bool", "integral"):
+            continue  # no gradient to keep
+        if a.dtype != dtype and dtype_kind(xp, a.dtype) != dtype_kind(xp, dtype):
+            continue  # complex weights of a real result: nothing to tie
+        # broadcast to the (empty) call shape: no element is ever read
+        out = out + xp.astype(xp.sum(xp.broadcast_to(a, call.shape)), dtype) * 0
+    return out
+
+
 def _finish(xp: Namespace, out: Array, dtype: Any) -> Array:
     """``out`` rounded once to the output dtype.
 
@@ -217,7 +270,10 @@ def _finish(xp: Namespace, out: Array, dtype: Any) -> Array:
     if out.dtype == dtype:
         return out
     limit = _overflow_threshold(xp, dtype)
-    if limit is not None and dtype_kind(xp, out.dtype) == "real floating":
+    own = _overflow_threshold(xp, out.dtype)
+    # a wider target needs no clamp (and NumPy would warn casting the limit down)
+    narrower = limit is not None and (own is None or limit < own)
+    if narrower and dtype_kind(xp, out.dtype) == "real floating":
         inf = _const(xp, float("inf"), out)
         out = xp.where(out >= limit, inf, xp.where(out <= -limit, -inf, out))
     return xp.astype(out, dtype)
@@ -242,7 +298,7 @@ def _squeeze(xp: Namespace, a: Array, axes: tuple[int, ...], keepdims: bool) -> 
 def softmax(call: Call, *, negate: bool = False) -> Array:
     xp = call.xp
     if call.empty:
-        return xp.zeros(call.shape, dtype=call.out_dtype, device=call.device)
+        return _fill(call, call.shape, 0.0, call.out_dtype)
     x = _inputs(call, negate=negate)
     sh = _shift(xp, x, call.axes)
     s = _sum(xp, sh.e, call.axes)
@@ -255,9 +311,7 @@ def softmax(call: Call, *, negate: bool = False) -> Array:
 def log_softmax(call: Call, *, negate: bool = False) -> Array:
     xp = call.xp
     if call.empty:
-        return xp.full(
-            call.shape, -float("inf"), dtype=call.out_dtype, device=call.device
-        )
+        return _fill(call, call.shape, -float("inf"), call.out_dtype)
     x = _inputs(call, negate=negate)
     sh = _shift(xp, x, call.axes)
     _, s = _log1p_tail(xp, sh, call.axes)
@@ -274,7 +328,7 @@ def logsumexp(
         return _logsumexp_complex(call, keepdims=keepdims, return_sign=return_sign)
     if call.empty:
         shape = _reduced_shape(call.shape, call.axes, keepdims)
-        lse = xp.full(shape, -float("inf"), dtype=call.out_dtype, device=call.device)
+        lse = _fill(call, shape, -float("inf"), call.out_dtype)
         if return_sign:
             return lse, xp.zeros(shape, dtype=call.out_dtype, device=call.device)
         return lse
@@ -301,8 +355,8 @@ def logsumexp_state(call: Call, *, keepdims: bool) -> tuple[Array, Array]:
     if call.empty:
         shape = _reduced_shape(call.shape, call.axes, keepdims)
         return (
-            xp.full(shape, -float("inf"), dtype=dtype, device=call.device),
-            xp.full(shape, -1.0, dtype=dtype, device=call.device),
+            _fill(call, shape, -float("inf"), dtype),
+            _fill(call, shape, -1.0, dtype),
         )
     sh = _shift(xp, _inputs(call), call.axes)
     k, s = _log1p_tail(xp, sh, call.axes)
