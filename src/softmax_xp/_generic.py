@@ -301,9 +301,11 @@ def softmax(call: Call, *, negate: bool = False) -> Array:
         return _fill(call, call.shape, 0.0, call.out_dtype)
     x = _inputs(call, negate=negate)
     sh = _shift(xp, x, call.axes)
-    s = _sum(xp, sh.e, call.axes)
-    s_safe = xp.where(s == _const(xp, 0.0, s), _const(xp, 1.0, s), s)
-    out = _poison(xp, sh.m, sh.e / s_safe, call.where)
+    # the sum as 1 + s', the maxima kept out of it (as in the log1p form): a
+    # large term would otherwise swallow the low bits of every small one added
+    # to it; nothing left has s' = 0, so the division is by 1
+    _, s = _log1p_tail(xp, sh, call.axes)
+    out = _poison(xp, sh.m, sh.e / (1 + s), call.where)
     out = _constant_where_masked(xp, out, call.where, 0.0)
     return _finish(xp, out, call.out_dtype)
 
