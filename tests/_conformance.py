@@ -128,7 +128,9 @@ class Case:
 
 
 def dtype_name(a: np.ndarray) -> str:
-    return "bfloat16" if a.dtype == ml_bfloat16_or_none() else a.dtype.name
+    bf = ml_bfloat16_or_none()
+    # not `a.dtype == None`: NumPy reads None as float64 there
+    return "bfloat16" if bf is not None and a.dtype == bf else a.dtype.name
 
 
 def ml_bfloat16_or_none() -> Any:

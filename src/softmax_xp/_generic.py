@@ -250,7 +250,9 @@ def _fill(call: Call, shape: tuple[Any, ...], value: float, dtype: Any) -> Array
     xp = call.xp
     out = xp.full(shape, value, dtype=dtype, device=call.device)
     for a in (call.x, call.temperature, call.b):
-        if a is None or isinstance(a, float):
+        # only arrays that record a graph (torch's requires_grad): adding to
+        # the fill would make a JAX result lose x's sharding
+        if not getattr(a, "requires_grad", False):
             continue
         if dtype_kind(xp, a.dtype) in (None, "bool", "integral"):
             continue  # no gradient to keep

@@ -417,14 +417,16 @@ def _check_normal(func: str, t: Any, value: float, xp: Namespace, dtype: Any) ->
     subnormal one is flushed to 0 by some backends (XLA), and one that rounds
     to inf makes every finite entry 0; all of them give NaN rows.
     """
+    # keyed by the dtype's type too: array-api-strict warns when its dtypes are
+    # compared with NumPy's, as a dict lookup would
+    key = (type(dtype), str(dtype))
     try:
-        lo, hi, np_type = _NORMAL_RANGE[dtype]
-    except (KeyError, TypeError):
+        lo, hi, np_type = _NORMAL_RANGE[key]
+    except KeyError:
         fi = xp.finfo(dtype)
         np_type = {32: np.float32, 64: np.float64}.get(bits(xp, dtype))
         lo, hi = float(fi.smallest_normal), float(fi.max)
-        with contextlib.suppress(TypeError):
-            _NORMAL_RANGE[dtype] = (lo, hi, np_type)
+        _NORMAL_RANGE[key] = (lo, hi, np_type)
     rounded = value
     if np_type is not None:
         with np.errstate(over="ignore", under="ignore"):
