@@ -252,7 +252,7 @@ def _fill(call: Call, shape: tuple[Any, ...], value: float, dtype: Any) -> Array
     for a in (call.x, call.temperature, call.b):
         # only arrays that record a graph (torch's requires_grad): adding to
         # the fill would make a JAX result lose x's sharding
-        if not getattr(a, "requires_grad", False):
+        if a is None or isinstance(a, float) or not getattr(a, "requires_grad", False):
             continue
         if dtype_kind(xp, a.dtype) in (None, "bool", "integral"):
             continue  # no gradient to keep
@@ -274,8 +274,11 @@ def _finish(xp: Namespace, out: Array, dtype: Any) -> Array:
     limit = _overflow_threshold(xp, dtype)
     own = _overflow_threshold(xp, out.dtype)
     # a wider target needs no clamp (and NumPy would warn casting the limit down)
-    narrower = limit is not None and (own is None or limit < own)
-    if narrower and dtype_kind(xp, out.dtype) == "real floating":
+    if (
+        limit is not None
+        and (own is None or limit < own)
+        and dtype_kind(xp, out.dtype) == "real floating"
+    ):
         inf = _const(xp, float("inf"), out)
         out = xp.where(out >= limit, inf, xp.where(out <= -limit, -inf, out))
     return xp.astype(out, dtype)

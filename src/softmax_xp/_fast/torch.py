@@ -146,7 +146,9 @@ def _empty(kind: str, call: Call, opts: dict[str, Any]) -> Any:
         return NotImplemented
     out = getattr(_generic, kind)(call, **opts)
     # an empty slice sums to exactly 0 whatever the tensor holds (inf, NaN)
-    tie = sum(p.reshape(-1)[:0].sum() for p in parts)
+    tie = parts[0].reshape(-1)[:0].sum()
+    for p in parts[1:]:
+        tie = tie + p.reshape(-1)[:0].sum()
     if isinstance(out, tuple):  # (lse, sign): the sign is piecewise constant
         return out[0] + tie.to(out[0].dtype), out[1]
     return out + tie.to(out.dtype)
