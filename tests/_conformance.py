@@ -669,7 +669,9 @@ def _lse_row(
     xs = xs[fin]
     bs = None if bs is None else bs[fin]
     m = float(xs.max())
-    with mpmath.workdps(DPS):
+    # wide enough that 1 + s' keeps every digit of s' (terms down to e^-745
+    # next to 1): log(total) is then exact to DPS digits even when tiny
+    with mpmath.workdps(DPS + 340):
         terms = [mpmath.exp(mpf(float(v)) - m) for v in xs]
         if bs is not None:
             terms = [t * mpf(float(c)) for t, c in zip(terms, bs, strict=True)]
