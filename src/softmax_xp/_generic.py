@@ -102,16 +102,30 @@ def _masked(call: Call, fill: float) -> Array:
 def _to_compute(call: Call, x: Array) -> Array:
     """Floating ``x`` in the compute dtype, rounded as ``dtype=`` asks first.
 
-    A narrowing ``dtype=`` rounds ``x`` to it (float32 for half outputs), with
-    values beyond its range set to ``+-inf`` as IEEE rounding does and without
-    NumPy's overflow warning, even where the core then computes wider (float32
-    logsumexp in float64 on NumPy), so that every backend sees the same values.
+    A narrowing ``dtype=`` rounds ``x`` to it (softmax and log_softmax: half
+    outputs too, then widened to float32; logsumexp: to float32), with values beyond its range set to ``+-inf`` as
+    IEEE rounding does and without NumPy's overflow warning, even where the
+    core then computes wider (float32 logsumexp in float64 on NumPy), so that
+    every backend sees the same values.
     """
     xp = call.xp
-    nominal = _compute_dtype(xp, call.out_dtype)
-    if x.dtype != nominal and bits(xp, x.dtype) > bits(xp, nominal):
-        x = _finish(xp, x, nominal)
+    out = call.out_dtype
+    if call.func.startswith("logsumexp"):
+        # a reduction: half outputs round the result once, and its sign is that
+        # of the float32 total (DESIGN: return_sign under a narrowing dtype=)
+        out = _compute_dtype(xp, out)
+    if x.dtype != out and _rounds(xp, x.dtype, out):
+        x = _finish(xp, x, out)
     return x if x.dtype == call.compute_dtype else xp.astype(x, call.compute_dtype)
+
+
+def _rounds(xp: Namespace, src: Any, dst: Any) -> bool:
+    """Whether casting real floating ``src`` to ``dst`` can change a value."""
+    try:
+        a, b = xp.finfo(src), xp.finfo(dst)
+    except Exception:  # noqa: BLE001 - extension dtypes (ml_dtypes) have no finfo here
+        return bits(xp, dst) <= bits(xp, src)
+    return not (float(b.eps) <= float(a.eps) and float(b.max) >= float(a.max))
 
 
 def _inputs(call: Call, *, negate: bool = False) -> Array:
@@ -271,6 +285,9 @@ def _finish(xp: Namespace, out: Array, dtype: Any) -> Array:
     """
     if out.dtype == dtype:
         return out
+    if dtype_kind(xp, out.dtype) in ("bool", "integral") and bits(xp, dtype) < 32:
+        # integers reach half precision through float32, which holds their range
+        out = xp.astype(out, xp.float32)
     limit = _overflow_threshold(xp, dtype)
     own = _overflow_threshold(xp, out.dtype)
     # a wider target needs no clamp (and NumPy would warn casting the limit down)

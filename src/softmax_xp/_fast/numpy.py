@@ -113,9 +113,10 @@ def run(kind: str, call: Call, **opts: Any) -> Any:
     negate = bool(opts.get("negate", False))
     # the sign is that of the exact total: taken before the rounding to od
     rd = cd if opts.get("return_sign", False) else od
-    # a narrowing dtype= rounds x to float32 (or od) first, as the generic
-    # core does, even where the work is wider (float32 logsumexp in float64)
-    nominal = od if od.itemsize > 4 else np.dtype(np.float32)
+    # a narrowing dtype= rounds x to od first, as the generic core does, even
+    # where the work is wider (half outputs, float32 logsumexp in float64)
+    # (logsumexp, a reduction, rounds half outputs once at the end: float32)
+    nominal = od if kind != "logsumexp" or od.itemsize > 4 else np.dtype(np.float32)
     via = None
     if nominal not in (cd, x.dtype) and not np.can_cast(x.dtype, nominal):
         via = nominal
@@ -572,7 +573,8 @@ def _load(
     """
     cd = ctx.cd
     if ctx.via is not None:
-        xs = xs.astype(ctx.via)  # a slab-sized copy; overflow to +-inf is IEEE's
+        with np.errstate(over="ignore"):  # overflow to +-inf is IEEE's rounding
+            xs = xs.astype(ctx.via)  # a slab-sized copy
     if ws is not None:
         dst.fill(-_INF)
         if ctx.negate:

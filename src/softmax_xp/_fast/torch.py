@@ -199,6 +199,8 @@ def _cast_first(call: Call) -> torch.Tensor:
     """
     x: torch.Tensor = call.x
     out = call.out_dtype
+    if call.func.startswith("logsumexp") and out in (torch.float16, torch.bfloat16):
+        out = torch.float32  # a reduction rounds once at the end (generic _to_compute)
     if x.dtype == out or (x.dtype, out) in _WIDENING or x.is_complex():
         return x
     return x.to(out)
