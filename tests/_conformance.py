@@ -27,6 +27,7 @@ mpmath = pytest.importorskip("mpmath")
 st = pytest.importorskip("hypothesis.strategies")
 hnp = pytest.importorskip("hypothesis.extra.numpy")
 
+import importlib.util
 import itertools
 
 from _reference import (
@@ -449,7 +450,9 @@ def imports(be: Any) -> str:
     pre = ""
     if be.jax:
         pre = "jax.config.update('jax_enable_x64', True); "
-    return f"import {', '.join(mods)}; import ml_dtypes; {pre}inf = float('inf'); nan = float('nan')"
+    # bfloat16 cases exist only where ml_dtypes does (tests-minimal has none)
+    ml = "import ml_dtypes; " if importlib.util.find_spec("ml_dtypes") else ""
+    return f"import {', '.join(mods)}; {ml}{pre}inf = float('inf'); nan = float('nan')"
 
 
 def kwargs_src(be: Any, case: Case) -> tuple[dict[str, str], dict[str, str]]:
