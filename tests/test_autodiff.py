@@ -960,3 +960,39 @@ def test_torch_masked_cotangent_from_state(log: bool) -> None:
     (gx,) = torch.autograd.grad(out, x, _t(MC_G))
     name = "log_softmax" if log else "softmax"
     _check_masked_cotangent(gx.numpy(), _mc_expected(name, None, _torch_peer))
+
+
+# Tied maxima with different weights: the gradient of log(sum b e^x) is
+# b_i e^x_i / sum(b e^x) for each entry; autodiff splits a max's gradient evenly
+# between ties, so a core that reached tied maxima only through m gave 1/2 each.
+TIED = (np.array([0.0, 0.0, -1.0, 0.0]), np.array([0.5, 1.0, -2.0, 3.0]))
+
+
+def _tied_expected() -> np.ndarray:
+    x, b = TIED
+    w = b * np.exp(x)
+    return w / w.sum()
+
+
+@needs("torch")
+@pytest.mark.parametrize("generic", [False, True])
+def test_torch_logsumexp_tied_maxima_with_weights(generic: bool) -> None:
+    import torch
+
+    x = torch.tensor(TIED[0], requires_grad=True)
+    with sx.force_generic(generic):
+        sx.logsumexp(x, b=torch.tensor(TIED[1])).backward()
+    np.testing.assert_allclose(x.grad.numpy(), _tied_expected(), rtol=1e-14)
+
+
+@needs("jax")
+@pytest.mark.parametrize("generic", [False, True])
+def test_jax_logsumexp_tied_maxima_with_weights(generic: bool) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    with sx.force_generic(generic):
+        g = jax.grad(lambda v: sx.logsumexp(v, b=jnp.asarray(TIED[1])))(
+            jnp.asarray(TIED[0])
+        )
+    np.testing.assert_allclose(np.asarray(g), _tied_expected(), rtol=1e-14)

@@ -423,7 +423,10 @@ def _lse_weighted(call: Call, *, return_sign: bool) -> tuple[Array, Array]:
     sh = _shift(xp, x, call.axes)
     is_max = sh.z == zero
     # the largest terms stay out of the sum: total = B + rest, B = their weights
-    big = _sum(xp, xp.where(is_max, b, zero), call.axes)
+    # b * e, e == 1 exactly there: the value is the weights' sum, and the
+    # gradient reaches each tied maximum with its own weight (not through
+    # m alone, which autodiff splits evenly between ties)
+    big = _sum(xp, xp.where(is_max, b * sh.e, zero), call.axes)
     rest = _sum(xp, xp.where(is_max, zero, b * sh.e), call.axes)
     total = big + rest
     big_safe = xp.where(big == zero, one, big)
