@@ -648,7 +648,7 @@ def test_extreme_finite_values(kind: str, rows: int) -> None:
 
 
 # --------------------------------------------------------------------------
-# NumPy 1.26 (the declared floor): no reshape(copy=), a global buffer size
+# NumPy before 2.1 (the floor is 2.0) has no reshape(copy=); 1.x a global buffer size
 
 STATE_LAYOUTS = {
     # name: (array, axis, options); each large enough to tune the buffer size

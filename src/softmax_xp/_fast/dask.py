@@ -568,7 +568,7 @@ def _combine(a: np.ndarray, b: np.ndarray, shift_dtype: Any) -> np.ndarray:
         # formula rounds x - M (for a block's maxima it is that very shift);
         # 1 when m_i == M (also for +-inf, where m_i - M is NaN)
         top = big.astype(shift_dtype)
-        # no inf - inf is formed (NumPy 1.26 warns of it from Dask's threads
+        # no inf - inf is formed (NumPy 1.x warned of it from Dask's threads
         # even under errstate): a non-finite M leaves factors of 0 or 1
         fin = np.isfinite(top)
         top = np.where(fin, top, 0.0).astype(shift_dtype)

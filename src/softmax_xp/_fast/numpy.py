@@ -366,7 +366,7 @@ def _view(a: Any, shape: tuple[int, ...], plan: _Plan) -> np.ndarray:
     return np.ascontiguousarray(arr).reshape(target) if view is None else view
 
 
-# reshape(copy=False) exists from NumPy 2.1 on (the floor is 1.26)
+# reshape(copy=False) exists from NumPy 2.1 on (the floor is 2.0)
 _RESHAPE_COPY = np.lib.NumpyVersion(np.__version__) >= "2.1.0"
 
 
