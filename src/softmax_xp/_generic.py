@@ -212,7 +212,7 @@ def _subtract_max(xp: Namespace, x: Array, m: Array) -> Array:
     h = x * half - m_big * half
     # a -inf entry keeps its own 2 * h (it is -inf already, nothing overflows),
     # so that it keeps the tangent jax.nn gives it in log_softmax, t - sum(p t)
-    over = (h < -(xp.finfo(x.dtype).max * 0.5)) & (x > -xp.inf)
+    over = (h < -(xp.finfo(x.dtype).max * 0.5)) & (x > -float("inf"))
     doubled = xp.where(over, _const(xp, -float("inf"), x), 2 * xp.where(over, zero, h))
     return xp.where(big, doubled, x - xp.where(big, zero, m))
 

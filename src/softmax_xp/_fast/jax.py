@@ -215,7 +215,7 @@ def _fast_softmax(call: Call, *, plain: bool, negate: bool = False) -> Any:
     out = _softmax(u, call.axes)
     if call.where is not None:  # masked entries read 0, even in a NaN row
         out = jnp.where(call.where, out, 0.0)
-    return _generic._finish(jnp, out, call.out_dtype)
+    return _generic._finish(call.xp, out, call.out_dtype)
 
 
 def _fast_log_softmax(call: Call, *, plain: bool, negate: bool = False) -> Any:
@@ -223,15 +223,15 @@ def _fast_log_softmax(call: Call, *, plain: bool, negate: bool = False) -> Any:
     out = _log_softmax(u, call.axes)
     if call.where is not None:
         out = jnp.where(call.where, out, -jnp.inf)
-    return _generic._finish(jnp, out, call.out_dtype)
+    return _generic._finish(call.xp, out, call.out_dtype)
 
 
 def _fast_logsumexp(
     call: Call, *, plain: bool, keepdims: bool, return_sign: bool
 ) -> Any:
     u = _input(call, False, plain=plain)
-    lse = _generic._squeeze(jnp, _logsumexp(u, call.axes), call.axes, keepdims)
-    out = _generic._finish(jnp, lse, call.out_dtype)
+    lse = _generic._squeeze(call.xp, _logsumexp(u, call.axes), call.axes, keepdims)
+    out = _generic._finish(call.xp, lse, call.out_dtype)
     if not return_sign:
         return out
     # 1 where something is left (finite or +inf), 0 where nothing is, NaN with
