@@ -75,7 +75,6 @@ from typing import Any
 
 import torch
 
-from .. import _generic
 from .._validation import Call
 
 __all__ = ["FORCE_BRANCH_FREE", "run"]
@@ -97,7 +96,7 @@ RowFn = Callable[[torch.Tensor, Any], torch.Tensor]
 def run(kind: str, call: Call, **opts: Any) -> Any:
     """``_generic.<kind>(call, **opts)`` on torch tensors, or ``NotImplemented``."""
     if call.empty:
-        return _empty(kind, call, opts)
+        return NotImplemented  # the generic fill, tied to autograd there (_fill)
     if not call.axes:
         return NotImplemented
     if kind == "logsumexp":
@@ -128,30 +127,6 @@ def run(kind: str, call: Call, **opts: Any) -> Any:
     if len(axes) > 1:
         out = out.reshape(call.shape)  # splits the merged dim again: a view
     return out if out.dtype == call.out_dtype else out.to(call.out_dtype)
-
-
-def _empty(kind: str, call: Call, opts: dict[str, Any]) -> Any:
-    """The generic fill, tied to the inputs' autograd graph as torch's own functions are.
-
-    ``torch.softmax`` / ``torch.logsumexp`` of an empty tensor that requires
-    grad give one that does too, and ``autograd.grad`` then returns zeros;
-    the generic core's fresh ``zeros`` / ``full`` would cut the graph.
-    """
-    parts = [
-        p
-        for p in (call.x, call.temperature, call.b)
-        if isinstance(p, torch.Tensor) and p.is_floating_point() and p.requires_grad
-    ]
-    if not parts or not torch.is_grad_enabled():
-        return NotImplemented
-    out = getattr(_generic, kind)(call, **opts)
-    # an empty slice sums to exactly 0 whatever the tensor holds (inf, NaN)
-    tie = parts[0].reshape(-1)[:0].sum()
-    for p in parts[1:]:
-        tie = tie + p.reshape(-1)[:0].sum()
-    if isinstance(out, tuple):  # (lse, sign): the sign is piecewise constant
-        return out[0] + tie.to(out[0].dtype), out[1]
-    return out + tie.to(out.dtype)
 
 
 # ---------------------------------------------------------------------------
