@@ -321,14 +321,34 @@ def _logged(block: np.ndarray, log: str, block_info: Any = None) -> np.ndarray:
     return block.copy()
 
 
-def _wait_until_idle(scheduler: Any, timeout: float = 10.0) -> None:
-    """Until the scheduler holds no task (results of earlier tests are released)."""
+def _wait_until_settled(scheduler: Any, timeout: float = 10.0) -> None:
+    """Until the results of earlier tests are released and the scheduler is quiet.
+
+    Quiet: no task wanted by a client or still in flight, and no transition for
+    0.1 s. Tasks in the ``released`` state may stay behind: when a test submits
+    keys an earlier test's graph is still releasing (the same input chunks give
+    the same keys), distributed 2026.8 sometimes keeps a few of them, released,
+    with no dependent and no client wanting them (seen here in 1 run in 4).
+    They cost nothing and take no transition, so the laziness checks below,
+    which count transitions and look for this test's own keys, still hold.
+    """
+
+    def busy() -> list[Any]:
+        return [
+            (key, ts.state)
+            for key, ts in list(scheduler.tasks.items())
+            if ts.state != "released" or ts.who_wants
+        ]
+
     deadline = time.monotonic() + timeout
-    while list(scheduler.tasks):
+    while True:
+        count = scheduler.transition_counter
+        time.sleep(0.1)
+        if not busy() and scheduler.transition_counter == count:
+            return
         if time.monotonic() > deadline:
-            msg = f"the scheduler still holds tasks: {list(scheduler.tasks)[:5]}"
+            msg = f"the scheduler is still busy: {busy()[:5]}"
             raise AssertionError(msg)
-        time.sleep(0.01)
 
 
 def _read_log(log: Path) -> list[dict[str, Any]]:
@@ -352,7 +372,7 @@ def test_lazy_until_computed_then_each_chunk_once_read_at_most_twice(
             _logged, log=str(log), dtype=data.dtype, meta=np.empty((0, 0))
         )
         kw = _kwargs(variant, True)
-        _wait_until_idle(scheduler)
+        _wait_until_settled(scheduler)
         before = scheduler.transition_counter
         with _no_local_compute():
             out = FUNCS[kind](x, axis=axis, **kw)
