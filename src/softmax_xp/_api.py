@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 
 from . import _fast, _generic
+from ._call import Call
 from ._compat import Array
-from ._validation import Call, check_flag, prepare, prepare_logsumexp
+from ._validation import check_flag, prepare, prepare_logsumexp
 
 __all__ = ["log_softmax", "logsumexp", "softmax", "softmin"]
 

@@ -19,12 +19,10 @@ __all__ = [
     "default_float",
     "device",
     "dtype_kind",
-    "exp_accurate_in_float32",
     "is_array",
     "is_lazy",
     "is_numpy",
     "library_of",
-    "nan_where",
     "new_array_device",
 ]
 
@@ -117,35 +115,6 @@ def bits(xp: Namespace, dt: Any) -> int:
     if isinstance(itemsize, int):
         return 8 * itemsize
     return int(xp.finfo(dt).bits)
-
-
-def nan_where(xp: Namespace, cond: Any, like: Any) -> Any:
-    """NaN where ``cond``, 0 elsewhere, in ``like``'s dtype and device.
-
-    Under ``jax_debug_nans`` even an unselected NaN constant raises, so JAX
-    makes its NaN only where ``cond`` holds (log(-1)); NumPy-backed libraries
-    would warn on that, so they select from a NaN constant instead.
-    """
-    dev = device(like)
-    if _c.is_jax_namespace(xp):
-        one = xp.asarray(1.0, dtype=like.dtype, device=dev)
-        return xp.log(xp.where(cond, -one, one))
-    nan = xp.asarray(float("nan"), dtype=like.dtype, device=dev)
-    return xp.where(cond, nan, xp.asarray(0.0, dtype=like.dtype, device=dev))
-
-
-def exp_accurate_in_float32(xp: Namespace, dev: Any) -> bool:
-    """Whether float32 ``exp`` is accurate enough for logsumexp's 2-ulp bound.
-
-    NumPy's SIMD float32 ``exp`` errs by up to about 2.5 ulp (NumPy 1.20 release
-    notes), which ``log1p`` passes straight into a small logsumexp; NumPy-backed
-    namespaces therefore compute float32 logsumexp in float64 and round once,
-    where float64 exists on the device.
-    """
-    if library_of(xp) not in ("numpy", "dask", "array_api_strict"):
-        return True
-    dtypes = xp.__array_namespace_info__().dtypes(device=dev, kind="real floating")
-    return "float64" not in dtypes
 
 
 def default_float(xp: Namespace, dev: Any) -> Any:

@@ -39,27 +39,35 @@ import math
 from typing import Any, NamedTuple
 
 from . import _fast, _generic
+from ._call import compute_dtype, lse_compute_dtype
 from ._compat import (
     Array,
     Namespace,
     array_namespace,
     device,
     dtype_kind,
-    exp_accurate_in_float32,
     is_array,
     library_of,
 )
+from ._kernels import (
+    const,
+    constant_where_masked,
+    lse_from_state,
+    merge_states,
+    poison,
+    round_to,
+    shift,
+)
 from ._validation import (
-    _as_array,
-    _check_fits,
-    _compute_dtype,
-    _describe,
-    _fail,
-    _out_dtype,
-    _where,
+    as_array,
+    check_fits,
     check_flag,
+    describe,
+    fail,
+    output_dtype,
     prepare_logsumexp,
     refuse_own_mask,
+    where_mask,
 )
 
 __all__ = [
@@ -159,7 +167,7 @@ def logsumexp_state(
     ns = call.xp
     if dtype_kind(ns, call.out_dtype) != "real floating":
         msg = f"x has the complex dtype {call.out_dtype}; states are defined for real input only"
-        raise _fail(TypeError, func, msg)
+        raise fail(TypeError, func, msg)
     # JAX compiles the generic core once per configuration; the rest run it as is
     runner = _fast.generic_runner_for(ns)
     if runner is not None:
@@ -180,10 +188,10 @@ def _check_state(func: str, name: str, state: Any) -> tuple[Array, Array]:
         or not all(is_array(a) for a in state)
     ):
         msg = (
-            f"{name}={_describe(state)} is not a LogSumExpState "
+            f"{name}={describe(state)} is not a LogSumExpState "
             "(make one with logsumexp_state)"
         )
-        raise _fail(TypeError, func, msg)
+        raise fail(TypeError, func, msg)
     return state[0], state[1]
 
 
@@ -194,7 +202,7 @@ def _namespace_of(func: str, arrays: list[tuple[str, Array]], xp: Any) -> Namesp
             namespaces.append((name, array_namespace(a)))
         except TypeError as err:
             msg = f"{name} holds an unsupported array type {type(a).__name__}"
-            raise _fail(TypeError, func, msg) from err
+            raise fail(TypeError, func, msg) from err
     ns = namespaces[0][1]
     for name, other in namespaces[1:]:
         if other is not ns:
@@ -202,36 +210,15 @@ def _namespace_of(func: str, arrays: list[tuple[str, Array]], xp: Any) -> Namesp
                 f"{name} is an array of {other.__name__}, but the first state's "
                 f"are of {ns.__name__}; states of one combine must share a namespace"
             )
-            raise _fail(TypeError, func, msg)
+            raise fail(TypeError, func, msg)
     if xp is not None and library_of(xp) != library_of(ns):
-        msg = f"xp={_describe(xp)} does not match the states' library {library_of(ns)}"
-        raise _fail(TypeError, func, msg)
+        msg = f"xp={describe(xp)} does not match the states' library {library_of(ns)}"
+        raise fail(TypeError, func, msg)
     for name, a in arrays:
         if dtype_kind(ns, a.dtype) != "real floating":
             msg = f"{name} has the dtype {a.dtype}; states are real floating arrays"
-            raise _fail(TypeError, func, msg)
+            raise fail(TypeError, func, msg)
     return ns
-
-
-def _combine2(
-    xp: Namespace, a: tuple[Array, Array], b: tuple[Array, Array]
-) -> tuple[Array, Array]:
-    (m1, r1), (m2, r2) = a, b
-    first = m1 >= m2
-    hi = xp.where(first, m1, m2)
-    lo = xp.where(first, m2, m1)
-    r_hi = xp.where(first, r1, r2)
-    r_lo = xp.where(first, r2, r1)
-    # On a tie (two +inf or two -inf sides too) the shift is 0; no inf - inf
-    # is ever formed, so no NaN reaches a value or a gradient.
-    tie = m1 == m2
-    zero = xp.zeros_like(hi)
-    shift = xp.where(tie, zero, xp.where(tie, zero, lo) - xp.where(tie, zero, hi))
-    rest = r_hi + (r_lo + 1) * xp.exp(shift)
-    # NaN on either side wins (m1 >= NaN is False, so only m1's needs a pick)
-    m = xp.where(xp.isnan(m1), m1, hi)
-    rest = xp.where(xp.isnan(m), m, rest)
-    return m, rest
 
 
 def logsumexp_combine(*states: LogSumExpState, xp: Any = None) -> LogSumExpState:
@@ -264,7 +251,7 @@ def logsumexp_combine(*states: LogSumExpState, xp: Any = None) -> LogSumExpState
     """
     func = "logsumexp_combine"
     if not states:
-        raise _fail(TypeError, func, "needs at least one state")
+        raise fail(TypeError, func, "needs at least one state")
     pairs = [_check_state(func, f"states[{i}]", s) for i, s in enumerate(states)]
     arrays = [
         (f"states[{i}].{field}", a)
@@ -285,11 +272,12 @@ def logsumexp_combine(*states: LogSumExpState, xp: Any = None) -> LogSumExpState
     except Exception as err:
         shapes = ", ".join(str(tuple(a.shape)) for _, a in arrays)
         msg = f"the states' shapes do not broadcast together: {shapes}"
-        raise _fail(ValueError, func, msg) from err
+        raise fail(ValueError, func, msg) from err
     # a balanced tree of pairwise merges rounds less than a left fold
     while len(pairs) > 1:
         merged = [
-            _combine2(ns, pairs[i], pairs[i + 1]) for i in range(0, len(pairs) - 1, 2)
+            merge_states(ns, pairs[i], pairs[i + 1])
+            for i in range(0, len(pairs) - 1, 2)
         ]
         if len(pairs) % 2:
             merged.append(pairs[-1])
@@ -335,36 +323,27 @@ def logsumexp_finish(
     m, rest = _check_state(func, "state", state)
     ns = _namespace_of(func, [("state.max", m), ("state.rest", rest)], xp)
     dt = ns.result_type(m.dtype, rest.dtype)
-    out_dtype = _out_dtype(func, ns, dt, dtype, device(m), complex_ok=False)
-    compute = dt
-    if compute == ns.float32 and not exp_accurate_in_float32(ns, device(m)):
-        compute = ns.float64
+    out_dtype = output_dtype(func, ns, dt, dtype, device(m), complex_ok=False)
+    compute = lse_compute_dtype(ns, dt, device(m))
     if m.dtype != compute:
         m = ns.astype(m, compute)
     if rest.dtype != compute:
         rest = ns.astype(rest, compute)
-    finite = ns.isfinite(m)
-    zero = _generic._const(ns, 0.0, m)
-    # +-inf and NaN maxima are the answer themselves; the finite branch never
-    # sees log1p(-1) (double where), so gradients stay finite
-    lse = ns.where(
-        finite, ns.where(finite, m, zero) + ns.log1p(ns.where(finite, rest, zero)), m
-    )
-    return _generic._finish(ns, lse, out_dtype)
+    return round_to(ns, lse_from_state(ns, m, rest), out_dtype)
 
 
 def _from_state(
     func: str, x: Any, state: Any, where: Any, xp: Any, *, log: bool
 ) -> Array:
-    arr, ns = _as_array(func, x, xp)
+    arr, ns = as_array(func, x, xp)
     m, rest = _check_state(func, "state", state)
     state_ns = _namespace_of(func, [("state.max", m), ("state.rest", rest)], None)
     if library_of(state_ns) != library_of(ns):
         msg = (
-            f"x={_describe(x)} is an array of {library_of(ns)} but the state's "
+            f"x={describe(x)} is an array of {library_of(ns)} but the state's "
             f"are of {library_of(state_ns)}; mixed namespaces are not supported"
         )
-        raise _fail(TypeError, func, msg)
+        raise fail(TypeError, func, msg)
     dev = device(arr)
     shape = tuple(arr.shape)
     if dtype_kind(ns, arr.dtype) in ("bool", "integral"):
@@ -372,36 +351,32 @@ def _from_state(
         # logsumexp_state gave them (the default float) unless the caller chose
         out_dtype = ns.result_type(m.dtype, rest.dtype)
     else:
-        out_dtype = _out_dtype(func, ns, arr.dtype, None, dev, complex_ok=False)
+        out_dtype = output_dtype(func, ns, arr.dtype, None, dev, complex_ok=False)
     for name, a in (("state.max", m), ("state.rest", rest)):
-        _check_fits(func, name, a, shape)
-    mask = _where(func, where, ns, shape, dev)
-    compute = ns.result_type(_compute_dtype(ns, out_dtype), m.dtype, rest.dtype)
+        check_fits(func, name, a, shape)
+    mask = where_mask(func, where, ns, shape, dev)
+    compute = ns.result_type(compute_dtype(ns, out_dtype), m.dtype, rest.dtype)
     # x is masked before any operation touches it, as in the one-pass functions
     u = arr
     if dtype_kind(ns, u.dtype) != "real floating":
         u = ns.astype(u, compute)
     if mask is not None:
-        u = ns.where(mask, u, _generic._const(ns, -math.inf, u))
+        u = ns.where(mask, u, const(ns, -math.inf, u))
     if u.dtype != compute:
         u = ns.astype(u, compute)
     m = m if m.dtype == compute else ns.astype(m, compute)
     rest = rest if rest.dtype == compute else ns.astype(rest, compute)
-    zero = _generic._const(ns, 0.0, u)
-    finite = ns.isfinite(m)
-    # the shift as the one-pass functions form it; a +inf maximum shares its
-    # mass among the +inf entries (rest = k - 1), nothing left gives -inf
-    z = ns.where(
-        finite,
-        _generic._subtract_max(ns, u, ns.where(finite, m, zero)),
-        ns.where((u == m) & (m > zero), zero, _generic._const(ns, -math.inf, u)),
-    )
-    rest = ns.where(m > _generic._const(ns, -math.inf, m), rest, zero)  # NaN too
-    out = z - ns.log1p(rest) if log else ns.exp(z) / (rest + 1)
-    out = _generic._poison(ns, m, out, mask)
+    # the shift as the one-pass functions form it, with the state's maximum; a
+    # +inf maximum shares its mass among the +inf entries (rest = k - 1),
+    # nothing left gives -inf
+    sh = shift(ns, u, (), m)
+    zero = const(ns, 0.0, u)
+    rest = ns.where(m > const(ns, -math.inf, m), rest, zero)  # NaN too
+    out = sh.z - ns.log1p(rest) if log else sh.e / (rest + 1)
+    out = poison(ns, m, out, mask)
     # masked outputs are constants: their cotangents reach neither x nor the state
-    out = _generic._constant_where_masked(ns, out, mask, -math.inf if log else 0.0)
-    return _generic._finish(ns, out, out_dtype)
+    out = constant_where_masked(ns, out, mask, -math.inf if log else 0.0)
+    return round_to(ns, out, out_dtype)
 
 
 def softmax_from_state(

@@ -11,11 +11,11 @@ import contextlib
 import math
 import numbers
 import operator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ._call import Call, compute_dtype, lse_compute_dtype
 from ._compat import (
     Array,
     Namespace,
@@ -24,49 +24,30 @@ from ._compat import (
     default_float,
     device,
     dtype_kind,
-    exp_accurate_in_float32,
     is_array,
     library_of,
     new_array_device,
 )
 
-__all__ = ["Call", "check_flag", "prepare", "prepare_logsumexp", "refuse_own_mask"]
+__all__ = [
+    "as_array",
+    "check_fits",
+    "check_flag",
+    "describe",
+    "fail",
+    "output_dtype",
+    "prepare",
+    "prepare_logsumexp",
+    "refuse_own_mask",
+    "where_mask",
+]
 
 
-# Not frozen: a frozen dataclass's __init__ costs ~2 us more per call, which is
-# a tenth of a small softmax. Nothing mutates a Call; it is hashable (by value)
-# because the JAX path keys its compiled kernels on the static fields.
-@dataclass(slots=True, unsafe_hash=True)
-class Call:
-    """A validated call: the array, its namespace and every option normalised."""
-
-    func: str
-    x: Array  # as given (logsumexp: not yet broadcast with b nor promoted)
-    xp: Namespace
-    shape: tuple[Any, ...]  # the shape the computation runs on (x and b jointly)
-    axes: tuple[int, ...]  # sorted, non-negative
-    where: Array | None  # boolean, broadcastable to x
-    temperature: float | Array | None  # Python float > 0, or an array of xp
-    b: Array | None  # logsumexp weights, already broadcast jointly with x
-    out_dtype: Any
-    compute_dtype: Any  # float32 for half precision, else out_dtype
-    device: Any
-
-    @property
-    def empty(self) -> bool:
-        """Whether ``x`` has no elements: the result is a fill, nothing to compute.
-
-        A zero-length reduced axis leaves nothing in any slice; a zero-length
-        other axis leaves no slices. (Dask's reductions fail on both.)
-        """
-        return any(n == 0 for n in self.shape)
-
-
-def _fail(exc: type[Exception], func: str, text: str) -> Exception:
+def fail(exc: type[Exception], func: str, text: str) -> Exception:
     return exc(f"{func}: {text}")
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
     """A short description of a value for error messages (arrays by type/dtype/shape)."""
     if is_array(value) and not isinstance(value, np.generic):  # NumPy scalars: repr
         return (
@@ -170,8 +151,8 @@ def refuse_own_mask(func: str, name: str, value: Any) -> None:
         return
     what, instead = found
     advice = instead.get(name, instead["*"]).format(n=name)
-    msg = f"{name}={_describe(value)} is {what}; pass {advice} instead"
-    raise _fail(TypeError, func, msg)
+    msg = f"{name}={describe(value)} is {what}; pass {advice} instead"
+    raise fail(TypeError, func, msg)
 
 
 def _huge_int(value: Any) -> int | None:
@@ -200,8 +181,8 @@ def _from_python(
         big = _huge_int(value)
         if big is not None:
             raise _huge_int_error(func, name, value, big) from err
-        msg = f"{name}={_describe(value)} cannot be made into an array: {err}"
-        raise _fail(exc, func, msg) from err
+        msg = f"{name}={describe(value)} cannot be made into an array: {err}"
+        raise fail(exc, func, msg) from err
     if getattr(arr.dtype, "kind", None) == "O":
         big = _huge_int(value)
         if big is not None:
@@ -212,13 +193,13 @@ def _from_python(
 def _huge_int_error(func: str, name: str, value: Any, big: int) -> Exception:
     shown = f"{big:.3e}" if abs(big) < 10**300 else "an integer of more than 300 digits"
     msg = (
-        f"{name}={_describe(value)} holds the integer {shown}, beyond the 64-bit "
+        f"{name}={describe(value)} holds the integer {shown}, beyond the 64-bit "
         f"integers that array libraries hold; pass it as a float"
     )
-    return _fail(ValueError, func, msg)
+    return fail(ValueError, func, msg)
 
 
-def _as_array(func: str, x: Any, xp: Any) -> tuple[Array, Namespace]:
+def as_array(func: str, x: Any, xp: Any) -> tuple[Array, Namespace]:
     """``x`` as an array and its (compat) namespace; ``xp`` checked against it."""
     refuse_own_mask(func, "x", x)
     if is_array(x):
@@ -231,18 +212,18 @@ def _as_array(func: str, x: Any, xp: Any) -> tuple[Array, Namespace]:
             f"x must be an array of an array API library, a Python scalar, list or "
             f"tuple, not {type(x).__module__}.{type(x).__qualname__}"
         )
-        raise _fail(TypeError, func, msg)
+        raise fail(TypeError, func, msg)
     try:
         ns = array_namespace(arr)
     except TypeError as err:
         msg = f"x of type {type(arr).__qualname__} is not a supported array type"
-        raise _fail(TypeError, func, msg) from err
+        raise fail(TypeError, func, msg) from err
     if xp is not None and library_of(xp) != library_of(ns):
         msg = (
             f"xp={getattr(xp, '__name__', xp)!r} does not match x, an array of "
             f"{library_of(ns)}; pass xp of x's library or leave it out"
         )
-        raise _fail(TypeError, func, msg)
+        raise fail(TypeError, func, msg)
     return arr, ns
 
 
@@ -250,8 +231,8 @@ def check_flag(func: str, name: str, value: Any) -> bool:
     """``value`` as a bool; anything but ``bool`` / ``np.bool_`` is a ``TypeError``."""
     if isinstance(value, bool | np.bool_):
         return bool(value)
-    msg = f"{name}={_describe(value)} must be a bool"
-    raise _fail(TypeError, func, msg)
+    msg = f"{name}={describe(value)} must be a bool"
+    raise fail(TypeError, func, msg)
 
 
 def _axes(func: str, axis: Any, ndim: int) -> tuple[int, ...]:
@@ -263,11 +244,11 @@ def _axes(func: str, axis: Any, ndim: int) -> tuple[int, ...]:
         i = _axis_index(func, axis, a)
         if not -ndim <= i < ndim:
             msg = f"axis={axis!r} is out of bounds for an array of {ndim} dimensions"
-            raise _fail(ValueError, func, msg)
+            raise fail(ValueError, func, msg)
         i %= ndim
         if i in out:
             msg = f"axis={axis!r} repeats axis {i}"
-            raise _fail(ValueError, func, msg)
+            raise fail(ValueError, func, msg)
         out.append(i)
     return tuple(sorted(out))
 
@@ -288,12 +269,12 @@ def _axis_index(func: str, axis: Any, a: Any) -> int:
             return operator.index(a)
         except Exception:  # noqa: BLE001 - e.g. a traced JAX value under jit
             ok = False
-    shown = _describe(axis) if is_array(axis) else repr(axis)
+    shown = describe(axis) if is_array(axis) else repr(axis)
     msg = (
         f"axis={shown} must be an int, a tuple of ints or None "
         "(a 0-d integer array is taken as an int)"
     )
-    raise _fail(TypeError, func, msg)
+    raise fail(TypeError, func, msg)
 
 
 def _broadcast_shape(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...] | None:
@@ -326,22 +307,22 @@ def _same_namespace_array(
     if is_array(value):
         if library_of(array_namespace(value)) != library_of(xp):
             msg = (
-                f"{name}={_describe(value)} is an array of "
+                f"{name}={describe(value)} is an array of "
                 f"{library_of(array_namespace(value))} but x is an array of "
                 f"{library_of(xp)}; mixed namespaces are not supported"
             )
-            raise _fail(TypeError, func, msg)
+            raise fail(TypeError, func, msg)
         return value
     if isinstance(value, numbers.Number | list | tuple):
         place = new_array_device(xp, dev)
         return _from_python(
             func, name, value, lambda: xp.asarray(value, device=place), TypeError
         )
-    msg = f"{name}={_describe(value)} must be an array of x's library, a Python scalar or a list"
-    raise _fail(TypeError, func, msg)
+    msg = f"{name}={describe(value)} must be an array of x's library, a Python scalar or a list"
+    raise fail(TypeError, func, msg)
 
 
-def _check_fits(func: str, name: str, value: Array, shape: tuple[Any, ...]) -> None:
+def check_fits(func: str, name: str, value: Array, shape: tuple[Any, ...]) -> None:
     """``value`` must broadcast to ``shape`` without enlarging it."""
     joint = _broadcast_shape(tuple(value.shape), shape)
     if (
@@ -353,19 +334,19 @@ def _check_fits(func: str, name: str, value: Array, shape: tuple[Any, ...]) -> N
         )
     ):
         msg = f"{name} of shape {tuple(value.shape)} does not broadcast to x's shape {tuple(shape)}"
-        raise _fail(ValueError, func, msg)
+        raise fail(ValueError, func, msg)
 
 
-def _where(
+def where_mask(
     func: str, where: Any, xp: Namespace, shape: tuple[Any, ...], dev: Any
 ) -> Array | None:
     if where is None:
         return None
     w = _same_namespace_array(func, "where", where, xp, dev)
     if dtype_kind(xp, w.dtype) != "bool":
-        msg = f"where={_describe(where)} must be boolean, not of dtype {w.dtype}"
-        raise _fail(TypeError, func, msg)
-    _check_fits(func, "where", w, shape)
+        msg = f"where={describe(where)} must be boolean, not of dtype {w.dtype}"
+        raise fail(TypeError, func, msg)
+    check_fits(func, "where", w, shape)
     return w
 
 
@@ -382,27 +363,27 @@ def _temperature(
     refuse_own_mask(func, "temperature", t)
     if isinstance(t, bool | np.bool_):
         msg = f"temperature={t!r} must be a positive number or an array, not a bool"
-        raise _fail(TypeError, func, msg)
+        raise fail(TypeError, func, msg)
     # NumPy scalars count as Python scalars here, whatever x's library
     if isinstance(t, numbers.Real) and (not is_array(t) or hasattr(t, "item")):
         try:
             value = float(t)
         except OverflowError as err:  # an int or Fraction beyond float64
-            msg = f"temperature={_describe(t)} is beyond the range of a float"
-            raise _fail(ValueError, func, msg) from err
+            msg = f"temperature={describe(t)} is beyond the range of a float"
+            raise fail(ValueError, func, msg) from err
         if not (math.isfinite(value) and value > 0):
-            msg = f"temperature={_describe(t)} must be finite and > 0"
-            raise _fail(ValueError, func, msg)
+            msg = f"temperature={describe(t)} must be finite and > 0"
+            raise fail(ValueError, func, msg)
         _check_normal(func, t, value, xp, compute_dtype)
         return value
     if isinstance(t, numbers.Number) and not is_array(t):  # complex scalars
         msg = f"temperature={t!r} must be a real number"
-        raise _fail(TypeError, func, msg)
+        raise fail(TypeError, func, msg)
     arr = _same_namespace_array(func, "temperature", t, xp, dev)
     if dtype_kind(xp, arr.dtype) not in ("integral", "real floating"):
-        msg = f"temperature={_describe(t)} must be of a real dtype, not {arr.dtype}"
-        raise _fail(TypeError, func, msg)
-    _check_fits(func, "temperature", arr, shape)
+        msg = f"temperature={describe(t)} must be of a real dtype, not {arr.dtype}"
+        raise fail(TypeError, func, msg)
+    check_fits(func, "temperature", arr, shape)
     return arr
 
 
@@ -433,13 +414,13 @@ def _check_normal(func: str, t: Any, value: float, xp: Namespace, dtype: Any) ->
             rounded = float(np_type(value))
     if not lo <= rounded <= hi:
         msg = (
-            f"temperature={_describe(t)} rounds to {rounded!r} in the compute dtype "
+            f"temperature={describe(t)} rounds to {rounded!r} in the compute dtype "
             f"{getattr(dtype, '__name__', dtype)}; it must be a normal number there, between {lo!r} and {hi!r}"
         )
-        raise _fail(ValueError, func, msg)
+        raise fail(ValueError, func, msg)
 
 
-def _out_dtype(
+def output_dtype(
     func: str, xp: Namespace, x_dtype: Any, dtype: Any, dev: Any, *, complex_ok: bool
 ) -> Any:
     kind = dtype_kind(xp, x_dtype)
@@ -461,10 +442,10 @@ def _out_dtype(
                 ok = False
         if not ok:
             msg = f"dtype={dtype!r} must be a real floating dtype of {library_of(xp)}"
-            raise _fail(TypeError, func, msg)
+            raise fail(TypeError, func, msg)
         if kind == "complex floating":
             msg = f"dtype={dtype!r} cannot hold the complex input of dtype {x_dtype}"
-            raise _fail(TypeError, func, msg)
+            raise fail(TypeError, func, msg)
         return dtype
     if kind in ("bool", "integral"):
         return default_float(xp, dev)
@@ -475,15 +456,9 @@ def _out_dtype(
             f"x has the complex dtype {x_dtype}; {func} is defined for real input only "
             f"(logsumexp accepts complex input)"
         )
-        raise _fail(TypeError, func, msg)
+        raise fail(TypeError, func, msg)
     msg = f"x has the unsupported dtype {x_dtype}"
-    raise _fail(TypeError, func, msg)
-
-
-def _compute_dtype(xp: Namespace, out_dtype: Any) -> Any:
-    if dtype_kind(xp, out_dtype) == "real floating" and bits(xp, out_dtype) == 16:
-        return xp.float32
-    return out_dtype
+    raise fail(TypeError, func, msg)
 
 
 # What a plain call (no dtype=, no xp=) derives from x's type, dtype and device
@@ -572,18 +547,18 @@ def prepare(
 def _prepare(
     func: str, x: Any, axis: Any, where: Any, temperature: Any, dtype: Any, xp: Any
 ) -> Call:
-    arr, ns = _as_array(func, x, xp)
+    arr, ns = as_array(func, x, xp)
     dev = device(arr)
     shape = tuple(arr.shape)
-    out_dtype = _out_dtype(func, ns, arr.dtype, dtype, dev, complex_ok=False)
-    compute = _compute_dtype(ns, out_dtype)
+    out_dtype = output_dtype(func, ns, arr.dtype, dtype, dev, complex_ok=False)
+    compute = compute_dtype(ns, out_dtype)
     return Call(
         func=func,
         x=arr,
         xp=ns,
         shape=shape,
         axes=_axes(func, axis, arr.ndim),
-        where=_where(func, where, ns, shape, dev),
+        where=where_mask(func, where, ns, shape, dev),
         temperature=_temperature(func, temperature, ns, shape, dev, compute),
         b=None,
         out_dtype=out_dtype,
@@ -603,7 +578,7 @@ def prepare_logsumexp(
     func: str = "logsumexp",
 ) -> Call:
     """Validate the arguments of logsumexp (or ``func``); ``x`` and ``b`` are broadcast jointly."""
-    arr, ns = _as_array(func, x, xp)
+    arr, ns = as_array(func, x, xp)
     dev = device(arr)
     weights: Any = None
     if b is not None:
@@ -613,21 +588,21 @@ def prepare_logsumexp(
             try:
                 weights = float(b)
             except OverflowError as err:
-                msg = f"b={_describe(b)} is beyond the range of a float"
-                raise _fail(ValueError, func, msg) from err
+                msg = f"b={describe(b)} is beyond the range of a float"
+                raise fail(ValueError, func, msg) from err
         else:
             weights = _same_namespace_array(func, "b", b, ns, dev)
             bkind = dtype_kind(ns, weights.dtype)
             if bkind is None:
-                msg = f"b={_describe(b)} has the unsupported dtype {weights.dtype}"
-                raise _fail(TypeError, func, msg)
+                msg = f"b={describe(b)} has the unsupported dtype {weights.dtype}"
+                raise fail(TypeError, func, msg)
             # checked before promotion, which would turn the result complex
             if bkind == "complex floating" and not x_complex:
                 msg = (
-                    f"b={_describe(b)} is complex but x is real (dtype {arr.dtype}); "
+                    f"b={describe(b)} is complex but x is real (dtype {arr.dtype}); "
                     "complex weights need complex x"
                 )
-                raise _fail(TypeError, func, msg)
+                raise fail(TypeError, func, msg)
     if weights is not None and is_array(weights):
         joint = _broadcast_shape(tuple(arr.shape), tuple(weights.shape))
         if joint is None:
@@ -635,7 +610,7 @@ def prepare_logsumexp(
                 f"b of shape {tuple(weights.shape)} does not broadcast with "
                 f"x of shape {tuple(arr.shape)}"
             )
-            raise _fail(ValueError, func, msg)
+            raise fail(ValueError, func, msg)
         # integers and bools become the default float first: the standard
         # defines no promotion across kinds
         fl = default_float(ns, dev)
@@ -649,10 +624,8 @@ def prepare_logsumexp(
     else:
         x_dtype, shape = arr.dtype, tuple(arr.shape)
     # x itself is neither cast nor broadcast here: the core masks it first
-    out_dtype = _out_dtype(func, ns, x_dtype, dtype, dev, complex_ok=True)
-    compute = _compute_dtype(ns, out_dtype)
-    if compute == ns.float32 and not exp_accurate_in_float32(ns, dev):
-        compute = ns.float64
+    out_dtype = output_dtype(func, ns, x_dtype, dtype, dev, complex_ok=True)
+    compute = lse_compute_dtype(ns, out_dtype, dev)
     if weights is not None:
         if is_array(weights):
             weights = ns.astype(weights, compute)
@@ -664,7 +637,7 @@ def prepare_logsumexp(
         xp=ns,
         shape=shape,
         axes=_axes(func, axis, len(shape)),
-        where=_where(func, where, ns, shape, dev),
+        where=where_mask(func, where, ns, shape, dev),
         temperature=None,
         b=weights,
         out_dtype=out_dtype,

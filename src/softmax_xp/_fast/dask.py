@@ -50,8 +50,9 @@ from typing import Any
 import numpy as np
 
 from .. import _generic
+from .. import _kernels as kernels
+from .._call import Call
 from .._compat import dtype_kind
-from .._validation import Call
 
 __all__ = ["run", "run_generic"]
 
@@ -281,7 +282,7 @@ def _nominal(call: Call) -> Any:
     if x.dtype == nominal or np.can_cast(x.dtype, nominal):
         return x
     return _map_blocks(
-        functools.partial(_generic._finish, _numpy_namespace(), dtype=nominal),
+        functools.partial(kernels.round_to, _numpy_namespace(), dtype=nominal),
         x,
         dtype=nominal,
         meta=_meta(x.ndim, nominal),
@@ -416,7 +417,7 @@ def _block_inputs(
     call = dataclasses.replace(
         template, x=x, where=where, temperature=t, shape=tuple(x.shape)
     )
-    return _generic._inputs(call, negate=negate)
+    return kernels.inputs(call, negate=negate)
 
 
 def _chunk_summary(
@@ -615,15 +616,15 @@ def _block_output(
             else:
                 # 1 with nothing left and on NaN slices (re-poisoned below)
                 out = np.exp(z) / np.where(total > 0, total, 1)
-            out = _generic._poison(_numpy_namespace(), m, out, where)
-    return _generic._finish(_numpy_namespace(), out, out_dtype)
+            out = kernels.poison(_numpy_namespace(), m, out, where)
+    return kernels.round_to(_numpy_namespace(), out, out_dtype)
 
 
 def _block_logsumexp(stats: np.ndarray, out_dtype: Any) -> Any:
     m, s = stats["m"], stats["s"]
     with np.errstate(divide="ignore", invalid="ignore"):
         lse = np.where(np.isfinite(m), m + np.log1p(np.where(np.isfinite(m), s, 0)), m)
-    return _generic._finish(_numpy_namespace(), lse, out_dtype)
+    return kernels.round_to(_numpy_namespace(), lse, out_dtype)
 
 
 def _sign_of(lse: np.ndarray, out_dtype: Any) -> np.ndarray:
@@ -633,4 +634,4 @@ def _sign_of(lse: np.ndarray, out_dtype: Any) -> np.ndarray:
 
 
 def _round_block(lse: np.ndarray, out_dtype: Any) -> Any:
-    return _generic._finish(_numpy_namespace(), lse, out_dtype)
+    return kernels.round_to(_numpy_namespace(), lse, out_dtype)

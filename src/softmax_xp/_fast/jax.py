@@ -73,8 +73,9 @@ import numpy as np
 from jax import lax
 
 from .. import _generic
+from .. import _kernels as kernels
+from .._call import Call
 from .._compat import dtype_kind
-from .._validation import Call
 
 __all__ = ["run", "run_generic"]
 
@@ -198,7 +199,7 @@ def _logsumexp_jvp(axes: Axes, primals: Any, tangents: Any) -> tuple[Any, Any]:
 def _input(call: Call, negate: bool, *, plain: bool) -> Any:
     """``u``: the input in the compute dtype, masked, negated for softmin, tempered."""
     if not plain:  # a mask or an array temperature: the generic NaN-safe selects
-        return _generic._inputs(call, negate=negate)
+        return kernels.inputs(call, negate=negate)
     x = call.x
     if x.dtype != call.compute_dtype:
         x = x.astype(call.compute_dtype)
@@ -215,7 +216,7 @@ def _fast_softmax(call: Call, *, plain: bool, negate: bool = False) -> Any:
     out = _softmax(u, call.axes)
     if call.where is not None:  # masked entries read 0, even in a NaN row
         out = jnp.where(call.where, out, 0.0)
-    return _generic._finish(call.xp, out, call.out_dtype)
+    return kernels.round_to(call.xp, out, call.out_dtype)
 
 
 def _fast_log_softmax(call: Call, *, plain: bool, negate: bool = False) -> Any:
@@ -223,15 +224,15 @@ def _fast_log_softmax(call: Call, *, plain: bool, negate: bool = False) -> Any:
     out = _log_softmax(u, call.axes)
     if call.where is not None:
         out = jnp.where(call.where, out, -jnp.inf)
-    return _generic._finish(call.xp, out, call.out_dtype)
+    return kernels.round_to(call.xp, out, call.out_dtype)
 
 
 def _fast_logsumexp(
     call: Call, *, plain: bool, keepdims: bool, return_sign: bool
 ) -> Any:
     u = _input(call, False, plain=plain)
-    lse = _generic._squeeze(call.xp, _logsumexp(u, call.axes), call.axes, keepdims)
-    out = _generic._finish(call.xp, lse, call.out_dtype)
+    lse = kernels.squeeze(call.xp, _logsumexp(u, call.axes), call.axes, keepdims)
+    out = kernels.round_to(call.xp, lse, call.out_dtype)
     if not return_sign:
         return out
     # 1 where something is left (finite or +inf), 0 where nothing is, NaN with
@@ -265,6 +266,7 @@ def _compiled(
         kernel = _FAST[kind]
     else:
         kernel = _KERNELS[kind]
+        options["slice_max"] = _nan_carrying_max
 
     def run(x: Any, where: Any, temperature: Any, b: Any) -> Any:
         call = dataclasses.replace(
@@ -273,6 +275,17 @@ def _compiled(
         return kernel(call, **options)
 
     return jax.jit(run)
+
+
+def _nan_carrying_max(xp: Any, x: Any, axes: Axes) -> Any:
+    """Each slice's maximum (keepdims), NaN wherever the slice holds one.
+
+    A maximum taken across devices can drop a NaN (XLA:CPU's all-reduce does
+    on a sharded array); a sum cannot, so the slice's NaNs are added to it.
+    """
+    zero = kernels.const(xp, 0.0, x)
+    nans = kernels.reduce(xp.sum, xp.where(xp.isnan(x), x, zero), axes)
+    return kernels.reduce(xp.max, x, axes) + nans
 
 
 def _launch(kind: str, call: Call, opts: dict[str, Any], *, fast: bool) -> Any:

@@ -77,7 +77,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import Call
+from .._call import Call
 
 __all__ = ["run"]
 

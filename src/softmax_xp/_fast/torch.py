@@ -75,7 +75,7 @@ from typing import Any
 
 import torch
 
-from .._validation import Call
+from .._call import Call
 
 __all__ = ["FORCE_BRANCH_FREE", "run"]
 
