@@ -6,7 +6,7 @@ backend's constructor and a memory layout); the test evaluates exactly that
 text, so the one-line reproducer printed on a failure builds the very same
 arrays.
 
-The reference follows DESIGN §2 slice by slice, in mpmath, over float64 copies
+The reference follows docs/contract.md slice by slice, in mpmath, over float64 copies
 of the inputs as the contract says the computation sees them: ``x`` cast to
 the output dtype as IEEE rounds (``dtype=`` first, integers and bools to the
 default float), widened to the compute dtype (float32 for half precision), and
@@ -46,7 +46,7 @@ INF, NAN = math.inf, math.nan
 HALF = ("float16", "bfloat16")
 INTS = ("int32", "int64", "bool", "uint8")
 FLOAT_RANK = {"float16": 1, "bfloat16": 1, "float32": 2, "float64": 3}
-# the contract's bounds (DESIGN §2 "Accuracy")
+# the contract's bounds (docs/contract.md, "Accuracy")
 HALF_ULPS = 1.0  # half precision: computed in float32, rounded once
 SOFTMAX_REL_ULPS = 4.0  # float32/64 softmax, log_softmax: beyond fl(x - max)
 LOGSUMEXP_ULPS = 2.0

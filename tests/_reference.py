@@ -2,7 +2,7 @@
 
 The references work on one 1-D NumPy row (float16, bfloat16, float32 or
 float64; every value is taken exactly) at ``DPS`` decimal digits and follow the
-contract table of DESIGN §2 slice by slice: masked entries are removed,
+contract table of docs/contract.md slice by slice: masked entries are removed,
 a NaN makes everything NaN, ``+inf`` entries share the mass, nothing left gives
 0 / ``-inf``. The largest term is kept out of the sum (``lse = m + log1p(s')``)
 so that tiny results such as ``logsumexp([0, -700])`` keep their relative

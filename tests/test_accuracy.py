@@ -1,4 +1,4 @@
-"""Worst-case accuracy against mpmath (DESIGN §2, "Accuracy"), on every backend.
+"""Worst-case accuracy against mpmath (docs/contract.md, "Accuracy"), on every backend.
 
 Rows are drawn with seeded NumPy generators in several widths and value
 ranges, rounded to the dtype under test (so the input itself is exact), and
@@ -269,7 +269,7 @@ def _call_all(
 
     JAX compiles once per shape (a third of a second here), so there every
     batch is padded with ``-inf`` to the widest width and computed in one
-    call: ``-inf`` entries are absent from the distribution (DESIGN §2), which
+    call: ``-inf`` entries are absent from the distribution (docs/contract.md), which
     leaves the other entries' results unchanged.
     """
     dtype = batches[0].dtype

@@ -1,4 +1,4 @@
-"""Gradients through torch autograd and JAX (DESIGN §2, "Gradients").
+"""Gradients through torch autograd and JAX (docs/contract.md, "Gradients").
 
 The contract: gradients are finite wherever the output is finite, exactly zero
 for masked entries (even when they hold NaN or inf) and for slices with
@@ -804,7 +804,7 @@ def test_torch_no_nan_temperature_backward() -> None:
 
 
 # ===========================================================================
-# Masked outputs are constants (DESIGN §2): whatever cotangent a masked entry's
+# Masked outputs are constants (docs/contract.md, "Gradients"): whatever cotangent a masked entry's
 # output receives, the gradient is that of the unmasked entries alone, with 0
 # at the masked ones. The reference deletes the masked entries and asks the
 # peer (torch.log_softmax / jax.nn) for the gradient of what is left.

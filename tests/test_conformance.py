@@ -5,7 +5,7 @@ dtype of the backend and integers, values mixing ordinary, huge, tiny,
 subnormal, signed zeros, infinities and NaN, whole special slices, axes in
 every spelling, masks of every broadcastable shape, temperatures, weights,
 ``dtype=``, memory layouts and Dask chunkings) and holds the fast path, the
-generic core and (JAX) the call under ``jax.jit`` to the contract of DESIGN §2:
+generic core and (JAX) the call under ``jax.jit`` to the contract of docs/contract.md:
 dtype, shape, namespace and device; the special-value pattern; the accuracy
 bounds (tolerances derived from the dtype, see ``_conformance``); inputs left
 unmodified and never aliased. A failure prints a one-line reproducer.

@@ -1,4 +1,4 @@
-"""DESIGN §2, row by row, on every backend of the matrix (the ``be`` fixture).
+"""The contract (docs/contract.md), row by row, on every backend of the matrix (the ``be`` fixture).
 
 Every expected value comes from this module: hand-written special values, or an
 mpmath reference of the contract table (``reference``) that removes masked

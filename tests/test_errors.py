@@ -1,4 +1,4 @@
-"""Every error of DESIGN §2 ("Errors" and the decisions at the edges), on every backend.
+"""Every error of docs/contract.md ("Errors") and docs/decisions.md, on every backend.
 
 Each case checks the exception type and that the message starts with the
 function's name and names the parameter (and, where it is cheap to name, the

@@ -25,7 +25,7 @@ INF = np.inf
 NAN = np.nan
 
 # ---------------------------------------------------------------------------
-# An independent float64 reference of the contract table (DESIGN §2), written
+# An independent float64 reference of the contract table (docs/contract.md), written
 # as plain loops over slices: masked entries are deleted before the maths.
 
 

@@ -2,7 +2,7 @@
 
 References are ``scipy.special.logsumexp`` on float64 / complex128 copies of
 the inputs (finite values), explicit removal of masked and zero-weight entries,
-hand-written sign rules from DESIGN §2, and mpmath for the log1p accuracy case.
+hand-written sign rules from docs/decisions.md ("logsumexp"), and mpmath for the log1p accuracy case.
 """
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ def test_where_broadcasts_to_the_joint_shape(be):
 
 
 # --------------------------------------------------------------------------
-# return_sign: the sign rules of DESIGN §2
+# return_sign: the sign rules of docs/decisions.md ("logsumexp")
 # --------------------------------------------------------------------------
 
 # id, x, b, where, (lse, sign), lse without return_sign; None: SciPy decides (finite cases)
@@ -621,7 +621,7 @@ NARROW_SIGN_CASES = [
 def test_sign_under_narrowing_dtype(be, path, x, b, lse, sign):
     """logsumexp(float32([-70000.]), dtype=float16, return_sign=True) gave sign 0.
 
-    DESIGN: the sign of the exact weighted total, even when the value rounds to
+    docs/decisions.md: the sign of the exact weighted total, even when the value rounds to
     -inf in the output dtype. Half precision computes in float32, where
     -70000 is representable; only the result is rounded.
     """

@@ -1,4 +1,4 @@
-"""Agreement with the peers on finite input (DESIGN §5, "References").
+"""Agreement with the peers on finite input (docs/contract.md, "Beside SciPy, torch and JAX").
 
 The peers are ``scipy.special`` (float64, every backend), ``torch.nn.functional``
 and ``torch.logsumexp`` (torch backend) and ``jax.nn`` (jax backend). Inputs

@@ -1,10 +1,10 @@
-"""Property tests (hypothesis) on every backend (DESIGN §5).
+"""Property tests (hypothesis) on every backend.
 
 Shift invariance, sum to one, order preservation, ``log_softmax ==
 log(softmax)``, ``max <= logsumexp <= max + log n``, masking == deleting, and
 ``softmin(x) == softmax(-x)``. Inputs include ``-inf`` everywhere, and
 ``+inf`` / NaN wherever the contract still says what the property gives
-(DESIGN §2: a NaN makes its slice NaN, ``k`` entries of ``+inf`` share the
+(docs/contract.md: a NaN makes its slice NaN, ``k`` entries of ``+inf`` share the
 mass, nothing left gives 0 / ``-inf``).
 
 Shapes and axes come from small fixed sets so that backends which compile per

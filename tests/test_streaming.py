@@ -2,11 +2,11 @@
 
 References are independent of the code under test: mpmath on the concatenated
 rows (``_reference.mp_logsumexp``), hand-written special-value rules of the
-contract table (DESIGN §2) and, for gradients, the softmax of the whole row
+contract table (docs/contract.md) and, for gradients, the softmax of the whole row
 computed in float64 NumPy.
 
 Accuracy: the random rows have a maximum >= 0, where logsumexp's contract
-bound (2 ulp of the exact value, DESIGN §2) holds without the cancellation
+bound (2 ulp of the exact value, docs/contract.md) holds without the cancellation
 allowance that ``test_accuracy`` grants when ``m < 0``; the streamed result is
 held to that same bound however the row is cut. Half-precision chunks are
 held in float32 states and rounded once by ``logsumexp_finish(dtype=)``: 1 ulp
@@ -134,7 +134,7 @@ def test_log1p_accuracy_survives_the_split(be):
 
 
 # ---------------------------------------------------------------------------
-# special values (DESIGN §2): hand-written expectations
+# special values (docs/contract.md): hand-written expectations
 
 # each row is cut into the chunks [0:2], [2:3], [3:3] (empty), [3:6]
 SPECIAL_ROWS = {
@@ -351,7 +351,7 @@ def _chunked_softmax(be: Any, x: np.ndarray, cuts: list[int], **kw: Any) -> list
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_chunked_softmax_within_the_contract_bound(be, dtype):
-    # DESIGN §2: softmax and log_softmax within 4 rel-ulp of the exact result
+    # docs/contract.md: softmax and log_softmax within 4 rel-ulp of the exact result
     # for fl(x - max), the same bound as the one-pass functions (test_accuracy)
     rng = np.random.default_rng(11)
     x = _rows(rng, dtype, (6, 50))

@@ -24,6 +24,8 @@ from ._kernels import (
     fill,
     inputs,
     log1p_tail,
+    log_or_ninf,
+    masked,
     nan_where,
     pairwise_sum,
     poison,
@@ -33,7 +35,6 @@ from ._kernels import (
     shift,
     squeeze,
     state_rest,
-    to_compute,
 )
 
 SliceMax = Callable[[Namespace, Array, tuple[int, ...]], Array]
@@ -87,14 +88,10 @@ def logsumexp(
     slice_max: SliceMax | None = None,
 ) -> Array | tuple[Array, Array]:
     xp = call.xp
+    if call.empty:
+        return _lse_of_nothing(call, keepdims=keepdims, return_sign=return_sign)
     if dtype_kind(xp, call.compute_dtype) == "complex floating":
         return _logsumexp_complex(call, keepdims=keepdims, return_sign=return_sign)
-    if call.empty:
-        shape = reduced_shape(call.shape, call.axes, keepdims)
-        lse = fill(call, shape, -float("inf"), call.out_dtype)
-        if return_sign:
-            return lse, xp.zeros(shape, dtype=call.out_dtype, device=call.device)
-        return lse
     if call.b is None:
         lse, sign = _lse_unweighted(call, slice_max)
     else:
@@ -104,6 +101,20 @@ def logsumexp(
         return lse
     sign = round_to(xp, squeeze(xp, sign, call.axes, keepdims), call.out_dtype)
     return lse, sign
+
+
+def _lse_of_nothing(
+    call: Call, *, keepdims: bool, return_sign: bool
+) -> Array | tuple[Array, Array]:
+    """An empty call's logsumexp: ``-inf``, and the sign 0 (complex input: a real ``lse``)."""
+    xp = call.xp
+    shape = reduced_shape(call.shape, call.axes, keepdims)
+    lse = fill(call, shape, -float("inf"), call.out_dtype)
+    if not return_sign:
+        return lse
+    if dtype_kind(xp, call.out_dtype) == "complex floating":
+        lse = xp.real(lse)
+    return lse, xp.zeros(shape, dtype=call.out_dtype, device=call.device)
 
 
 def logsumexp_state(
@@ -144,101 +155,114 @@ def _lse_unweighted(call: Call, slice_max: SliceMax | None) -> tuple[Array, Arra
     return lse, sign
 
 
+def _kept(call: Call) -> Array | None:
+    """The entries of a logsumexp that take part: unmasked, with ``b != 0``; ``None``: all."""
+    xp, b, keep = call.xp, call.b, call.where
+    if b is not None:
+        nonzero = b != const(xp, 0.0, b)
+        keep = nonzero if keep is None else nonzero & keep
+    return keep
+
+
 def _lse_weighted(
     call: Call, slice_max: SliceMax | None, *, return_sign: bool
 ) -> tuple[Array, Array]:
     """log|sum(b * exp(x))| and its sign; ``b == 0`` entries are ignored like masked ones."""
     xp = call.xp
-    b = call.b
-    assert b is not None
-    zero = const(xp, 0.0, b)
-    one = const(xp, 1.0, b)
-    ninf = const(xp, -float("inf"), b)
-    keep = b != zero
-    if call.where is not None:
-        keep = keep & call.where
-    x = call.x
-    if dtype_kind(xp, x.dtype) != "real floating":
-        x = xp.astype(x, call.compute_dtype)
-    x = to_compute(call, xp.where(keep, x, const(xp, -float("inf"), x)))
-    b = xp.where(keep, b, zero)
-    sh = _shifted(xp, x, call.axes, slice_max)
-    is_max = sh.z == zero
-    # the largest terms stay out of the sum: total = B + rest, B = their weights
-    # b * e, e == 1 exactly there: the value is the weights' sum, and the
-    # gradient reaches each tied maximum with its own weight (not through
-    # m alone, which autodiff splits evenly between ties)
-    big = pairwise_sum(xp, xp.where(is_max, b * sh.e, zero), call.axes)
-    rest = pairwise_sum(xp, xp.where(is_max, zero, b * sh.e), call.axes)
-    total = big + rest
-    big_safe = xp.where(big == zero, one, big)
-    ratio = rest / big_safe
-    # log1p form while total has B's sign (ratio > -1); plain log|total| otherwise
-    near = (big != zero) & (ratio > -one)
-    ratio_safe = xp.where(near, ratio, zero)
-    log_near = xp.log(xp.abs(big_safe)) + xp.log1p(ratio_safe)
-    total_safe = xp.where(total == zero, one, total)
-    log_far = xp.where(total == zero, ninf, xp.log(xp.abs(total_safe)))
-    log_abs = xp.where(near, log_near, log_far)
+    assert call.b is not None
+    keep = _kept(call)
+    zero = const(xp, 0.0, call.b)
+    b = xp.where(keep, call.b, zero)
+    sh = _shifted(xp, masked(call, keep, -float("inf")), call.axes, slice_max)
+    weights_at_max, rest = _weighted_sums(xp, sh, b, call.axes)
+    total = weights_at_max + rest
+    log_abs = _log_abs_total(xp, weights_at_max, rest)
     finite_m = xp.isfinite(sh.m)
     pos_inf = sh.m > zero  # +inf maxima, given not finite
-    undefined = ~finite_m & pos_inf & (big == zero)  # +inf entries whose weights cancel
+    # +inf entries whose weights cancel: NaN for lse and sign
+    cancelled = ~finite_m & pos_inf & (weights_at_max == zero)
+    undefined = cancelled
     if not return_sign:
         # SciPy's convention: the log of a negative total is NaN
-        negative = xp.where(finite_m, total < zero, pos_inf & (big < zero))
+        negative = xp.where(finite_m, total < zero, pos_inf & (weights_at_max < zero))
         undefined = undefined | negative
-    nan = nan_where(xp, undefined, b)
-    lse = xp.where(finite_m, sh.m_safe + log_abs, sh.m_special) + nan
+    lse = xp.where(finite_m, sh.m_safe + log_abs, sh.m_special)
+    lse = lse + nan_where(xp, undefined, b)
     sign = xp.where(
         finite_m,
         xp.sign(total),
-        xp.where(pos_inf, xp.sign(big), poison(xp, sh.m, zero)),
+        xp.where(pos_inf, xp.sign(weights_at_max), poison(xp, sh.m, zero)),
     )
-    sign = sign + nan_where(xp, ~finite_m & pos_inf & (big == zero), b)
+    sign = sign + nan_where(xp, cancelled, b)
     return lse, sign
+
+
+def _weighted_sums(
+    xp: Namespace, sh: Shifted, b: Array, axes: tuple[int, ...]
+) -> tuple[Array, Array]:
+    """``(weights_at_max, rest)``: ``sum(b * exp(z))`` at the slice maxima and elsewhere.
+
+    The largest terms stay out of the sum: there ``e == 1`` exactly, so the
+    first is the weights' sum at the maxima, and the gradient reaches each
+    tied maximum with its own weight (not through ``m`` alone, which autodiff
+    splits evenly between ties).
+    """
+    zero = const(xp, 0.0, b)
+    is_max = sh.z == const(xp, 0.0, sh.z)
+    terms = b * sh.e
+    weights_at_max = pairwise_sum(xp, xp.where(is_max, terms, zero), axes)
+    rest = pairwise_sum(xp, xp.where(is_max, zero, terms), axes)
+    return weights_at_max, rest
+
+
+def _log_abs_total(xp: Namespace, weights_at_max: Array, rest: Array) -> Array:
+    """``log|weights_at_max + rest|``, ``-inf`` where the total is 0.
+
+    In the log1p form while the total has the sign of ``weights_at_max``
+    (``rest / weights_at_max > -1``); plainly otherwise, where cancellation
+    has already cost what the log1p form would keep.
+    """
+    zero, one = const(xp, 0.0, rest), const(xp, 1.0, rest)
+    at_max_safe = xp.where(weights_at_max == zero, one, weights_at_max)
+    ratio = rest / at_max_safe
+    near = (weights_at_max != zero) & (ratio > -one)
+    log_near = xp.log(xp.abs(at_max_safe)) + xp.log1p(xp.where(near, ratio, zero))
+    log_far = log_or_ninf(xp, xp.abs(weights_at_max + rest))
+    return xp.where(near, log_near, log_far)
 
 
 def _logsumexp_complex(
     call: Call, *, keepdims: bool, return_sign: bool
 ) -> Array | tuple[Array, Array]:
-    """log(sum(b * exp(x))) for complex ``x`` on the principal branch, as SciPy."""
+    """log(sum(b * exp(x))) for complex ``x`` on the principal branch, as SciPy.
+
+    Shifted by the largest real part; the log1p form is for real input only.
+    """
     xp = call.xp
-    if call.empty:
-        shape = reduced_shape(call.shape, call.axes, keepdims)
-        lse = xp.full(shape, -float("inf"), dtype=call.out_dtype, device=call.device)
-        if return_sign:
-            return xp.real(lse), xp.zeros(
-                shape, dtype=call.out_dtype, device=call.device
-            )
-        return lse
+    keep = _kept(call)
     x = xp.astype(call.x, call.compute_dtype)
     re = xp.real(x)
-    zero_r = const(xp, 0.0, re)
-    ninf_r = const(xp, -float("inf"), re)
-    keep = xp.ones(call.shape, dtype=xp.bool, device=call.device)
-    if call.b is not None:
-        keep = call.b != const(xp, 0.0, call.b)
-    if call.where is not None:
-        keep = keep & call.where
-    re = xp.where(keep, re, ninf_r)
+    if keep is not None:
+        re = xp.where(keep, re, const(xp, -float("inf"), re))
     m = reduce(xp.max, re, call.axes)
     finite_m = xp.isfinite(m)
-    m_safe = xp.where(finite_m, m, zero_r)
-    z = x - xp.astype(m_safe, x.dtype)
-    zero_c = const(xp, 0.0, x)
-    terms = xp.where(keep, xp.exp(xp.where(keep, z, zero_c)), zero_c)
+    m_safe = xp.astype(xp.where(finite_m, m, const(xp, 0.0, m)), x.dtype)
+    z = x - m_safe
+    if keep is None:
+        terms = xp.exp(z)
+    else:
+        zero = const(xp, 0.0, x)
+        terms = xp.where(keep, xp.exp(xp.where(keep, z, zero)), zero)
     if call.b is not None:
         terms = terms * call.b
     s = pairwise_sum(xp, terms, call.axes)
-    mag = xp.abs(s)
-    mag_safe = xp.where(mag == zero_r, const(xp, 1.0, mag), mag)
-    s_safe = xp.where(mag == zero_r, const(xp, 1.0, s), s)
-    log_s = xp.where(mag == zero_r, xp.astype(ninf_r, x.dtype), xp.log(s_safe))
-    lse = xp.where(finite_m, xp.astype(m_safe, x.dtype) + log_s, xp.astype(m, x.dtype))
+    lse = xp.where(finite_m, m_safe + log_or_ninf(xp, s), xp.astype(m, x.dtype))
     lse = squeeze(xp, lse, call.axes, keepdims)
     if not return_sign:
         return round_to(xp, lse, call.out_dtype)
-    sign = s_safe / xp.astype(mag_safe, s.dtype)
-    sign = xp.where(mag == zero_r, zero_c, sign)
-    sign = squeeze(xp, sign, call.axes, keepdims)
-    return xp.real(lse), sign
+    # s / |s|, and 0 where nothing is left
+    mag = xp.abs(s)
+    nothing = mag == const(xp, 0.0, mag)
+    mag_safe = xp.astype(xp.where(nothing, const(xp, 1.0, mag), mag), s.dtype)
+    sign = xp.where(nothing, const(xp, 0.0, s), s / mag_safe)
+    return xp.real(lse), squeeze(xp, sign, call.axes, keepdims)

@@ -18,7 +18,9 @@ implement is docs/contract.md.
   Blanchard, Higham & Higham (IMA J. Numer. Anal. 41(4), 2021), so that
   ``logsumexp([0, -40])`` is ``4.248e-18`` rather than 0.
 - :func:`poison`, :func:`constant_where_masked`: NaN slices and masked
-  entries, selected last.
+  entries, selected last; :func:`masked`: ``x`` with a mask of the caller's
+  (logsumexp's drops ``b == 0`` too); :func:`log_or_ninf`: the log of a sum
+  that is 0 where nothing is left.
 - :func:`state_rest`, :func:`merge_states`, :func:`lse_from_state`: the
   ``(m, rest)`` state of a slice, the merge of two, and its log1p finish.
 - :func:`round_to`: one rounding to the output dtype, overflow to ``+-inf``.
@@ -43,7 +45,9 @@ __all__ = [
     "fill",
     "inputs",
     "log1p_tail",
+    "log_or_ninf",
     "lse_from_state",
+    "masked",
     "merge_states",
     "nan_where",
     "overflow_threshold",
@@ -103,8 +107,8 @@ def _slice(a: Array, ax: int, start: int, stop: int) -> Array:
     return a[(slice(None),) * ax + (slice(start, stop), ...)]
 
 
-def _masked(call: Call, fill: float) -> Array:
-    """``x`` in the compute dtype with masked entries set to ``fill``.
+def masked(call: Call, keep: Array | None, fill: float) -> Array:
+    """Real ``x`` in the compute dtype, entries outside ``keep`` set to ``fill``.
 
     Floating input is masked before the cast, so that masked NaNs are never
     touched by an operation (``jax_debug_nans`` checks every result).
@@ -112,8 +116,8 @@ def _masked(call: Call, fill: float) -> Array:
     xp, x = call.xp, call.x
     if dtype_kind(xp, x.dtype) != "real floating":  # ints and bools hold no NaN
         x = xp.astype(x, call.compute_dtype)
-    if call.where is not None:
-        x = xp.where(call.where, x, const(xp, fill, x))
+    if keep is not None:
+        x = xp.where(keep, x, const(xp, fill, x))
     return to_compute(call, x)
 
 
@@ -129,7 +133,7 @@ def to_compute(call: Call, x: Array) -> Array:
 def inputs(call: Call, *, negate: bool = False) -> Array:
     """``x`` in the compute dtype, negated for softmin, masked and divided by temperature."""
     xp = call.xp
-    x = _masked(call, -float("inf") if not negate else float("inf"))
+    x = masked(call, call.where, float("inf") if negate else -float("inf"))
     if negate:
         x = -x
     t = call.temperature
@@ -161,15 +165,15 @@ def divide(xp: Namespace, x: Array, t: float | Array) -> Array:
     inf = const(xp, float("inf"), x)
     if isinstance(t, float):
         t_low = t <= 4.0
-        t_c = min(t, 4.0)
+        t_capped = min(t, 4.0)
     else:
         four = const(xp, 4.0, x)
         t_low = t <= four
-        t_c = xp.where(t_low, t, four)
+        t_capped = xp.where(t_low, t, four)
     mag = xp.abs(x)
     halve = (mag >= one) & t_low
-    # |x| / t > 1.5 max, compared without overflow (t_c * 0.1875 max <= 0.75 max)
-    far = mag * 0.125 > t_c * (fmax * 0.1875)
+    # |x| / t > 1.5 max, compared without overflow (t_capped * 0.1875 max <= 0.75 max)
+    far = mag * 0.125 > t_capped * (fmax * 0.1875)
     h = xp.where(halve & ~far, x * 0.5, zero) / t
     over = far | (xp.abs(h) > fmax * 0.5)
     signed_inf = xp.where(x < zero, -inf, inf)
@@ -222,14 +226,14 @@ def subtract_max(xp: Namespace, x: Array, m: Array) -> Array:
     """
     zero = const(xp, 0.0, x)
     half = const(xp, 0.5, x)
-    big = m > const(xp, 1.0, m)
-    m_big = xp.where(big, m, zero)
-    h = x * half - m_big * half
+    halve = m > const(xp, 1.0, m)
+    m_halved = xp.where(halve, m, zero)
+    h = x * half - m_halved * half
     # a -inf entry keeps its own 2 * h (it is -inf already, nothing overflows),
     # so that it keeps the tangent jax.nn gives it in log_softmax, t - sum(p t)
     over = (h < -(xp.finfo(x.dtype).max * 0.5)) & (x > -float("inf"))
     doubled = xp.where(over, const(xp, -float("inf"), x), 2 * xp.where(over, zero, h))
-    return xp.where(big, doubled, x - xp.where(big, zero, m))
+    return xp.where(halve, doubled, x - xp.where(halve, zero, m))
 
 
 def log1p_tail(
@@ -348,6 +352,18 @@ def nan_where(xp: Namespace, cond: Array, like: Array) -> Array:
     """
     nan = const(xp, float("nan"), like)
     return xp.where(cond, nan, const(xp, 0.0, like))
+
+
+def log_or_ninf(xp: Namespace, s: Array) -> Array:
+    """``log(s)`` (principal branch for complex ``s``), ``-inf`` where ``s == 0``.
+
+    A sum that is 0 means nothing was left: its log is ``-inf`` by the
+    contract, and ``log(0)`` is never formed (double ``where``), so NumPy warns
+    about nothing and gradients stay finite.
+    """
+    nothing = s == const(xp, 0.0, s)
+    s_safe = xp.where(nothing, const(xp, 1.0, s), s)
+    return xp.where(nothing, const(xp, -float("inf"), s), xp.log(s_safe))
 
 
 # ---------------------------------------------------------------------------

@@ -273,7 +273,14 @@ def logsumexp_combine(*states: LogSumExpState, xp: Any = None) -> LogSumExpState
         shapes = ", ".join(str(tuple(a.shape)) for _, a in arrays)
         msg = f"the states' shapes do not broadcast together: {shapes}"
         raise fail(ValueError, func, msg) from err
-    # a balanced tree of pairwise merges rounds less than a left fold
+    m, rest = _merge_tree(ns, pairs)
+    if tuple(m.shape) != tuple(shape) or tuple(rest.shape) != tuple(shape):
+        m, rest = ns.broadcast_to(m, shape), ns.broadcast_to(rest, shape)
+    return LogSumExpState(m, rest)
+
+
+def _merge_tree(ns: Namespace, pairs: list[tuple[Array, Array]]) -> tuple[Array, Array]:
+    """All states merged as a balanced tree: it rounds less than a left fold."""
     while len(pairs) > 1:
         merged = [
             merge_states(ns, pairs[i], pairs[i + 1])
@@ -282,10 +289,7 @@ def logsumexp_combine(*states: LogSumExpState, xp: Any = None) -> LogSumExpState
         if len(pairs) % 2:
             merged.append(pairs[-1])
         pairs = merged
-    m, rest = pairs[0]
-    if tuple(m.shape) != tuple(shape) or tuple(rest.shape) != tuple(shape):
-        m, rest = ns.broadcast_to(m, shape), ns.broadcast_to(rest, shape)
-    return LogSumExpState(m, rest)
+    return pairs[0]
 
 
 def logsumexp_finish(
@@ -335,15 +339,10 @@ def logsumexp_finish(
 def _from_state(
     func: str, x: Any, state: Any, where: Any, xp: Any, *, log: bool
 ) -> Array:
+    """Validate a chunk and its state, then normalise the chunk by the state."""
     arr, ns = as_array(func, x, xp)
     m, rest = _check_state(func, "state", state)
-    state_ns = _namespace_of(func, [("state.max", m), ("state.rest", rest)], None)
-    if library_of(state_ns) != library_of(ns):
-        msg = (
-            f"x={describe(x)} is an array of {library_of(ns)} but the state's "
-            f"are of {library_of(state_ns)}; mixed namespaces are not supported"
-        )
-        raise fail(TypeError, func, msg)
+    _check_same_library(func, x, ns, m, rest)
     dev = device(arr)
     shape = tuple(arr.shape)
     if dtype_kind(ns, arr.dtype) in ("bool", "integral"):
@@ -356,27 +355,50 @@ def _from_state(
         check_fits(func, name, a, shape)
     mask = where_mask(func, where, ns, shape, dev)
     compute = ns.result_type(compute_dtype(ns, out_dtype), m.dtype, rest.dtype)
+    out = _normalised(ns, arr, (m, rest), mask, compute, log=log)
+    return round_to(ns, out, out_dtype)
+
+
+def _check_same_library(
+    func: str, x: Any, ns: Namespace, m: Array, rest: Array
+) -> None:
+    state_ns = _namespace_of(func, [("state.max", m), ("state.rest", rest)], None)
+    if library_of(state_ns) != library_of(ns):
+        msg = (
+            f"x={describe(x)} is an array of {library_of(ns)} but the state's "
+            f"are of {library_of(state_ns)}; mixed namespaces are not supported"
+        )
+        raise fail(TypeError, func, msg)
+
+
+def _normalised(
+    ns: Namespace,
+    chunk: Array,
+    state: tuple[Array, Array],
+    mask: Array | None,
+    compute: Any,
+    *,
+    log: bool,
+) -> Array:
+    """``exp(x - lse)`` (``log``: ``x - lse``) of a chunk, ``lse`` the state's, in ``compute``."""
     # x is masked before any operation touches it, as in the one-pass functions
-    u = arr
-    if dtype_kind(ns, u.dtype) != "real floating":
-        u = ns.astype(u, compute)
+    if dtype_kind(ns, chunk.dtype) != "real floating":
+        chunk = ns.astype(chunk, compute)
     if mask is not None:
-        u = ns.where(mask, u, const(ns, -math.inf, u))
-    if u.dtype != compute:
-        u = ns.astype(u, compute)
-    m = m if m.dtype == compute else ns.astype(m, compute)
-    rest = rest if rest.dtype == compute else ns.astype(rest, compute)
+        chunk = ns.where(mask, chunk, const(ns, -math.inf, chunk))
+    m, rest = (a if a.dtype == compute else ns.astype(a, compute) for a in state)
+    if chunk.dtype != compute:
+        chunk = ns.astype(chunk, compute)
     # the shift as the one-pass functions form it, with the state's maximum; a
     # +inf maximum shares its mass among the +inf entries (rest = k - 1),
     # nothing left gives -inf
-    sh = shift(ns, u, (), m)
-    zero = const(ns, 0.0, u)
+    sh = shift(ns, chunk, (), m)
+    zero = const(ns, 0.0, chunk)
     rest = ns.where(m > const(ns, -math.inf, m), rest, zero)  # NaN too
     out = sh.z - ns.log1p(rest) if log else sh.e / (rest + 1)
     out = poison(ns, m, out, mask)
     # masked outputs are constants: their cotangents reach neither x nor the state
-    out = constant_where_masked(ns, out, mask, -math.inf if log else 0.0)
-    return round_to(ns, out, out_dtype)
+    return constant_where_masked(ns, out, mask, -math.inf if log else 0.0)
 
 
 def softmax_from_state(

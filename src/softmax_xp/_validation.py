@@ -178,20 +178,22 @@ def _from_python(
     try:
         arr = make()
     except (TypeError, ValueError, OverflowError, RuntimeError) as err:
-        big = _huge_int(value)
-        if big is not None:
-            raise _huge_int_error(func, name, value, big) from err
+        huge = _huge_int(value)
+        if huge is not None:
+            raise _huge_int_error(func, name, value, huge) from err
         msg = f"{name}={describe(value)} cannot be made into an array: {err}"
         raise fail(exc, func, msg) from err
     if getattr(arr.dtype, "kind", None) == "O":
-        big = _huge_int(value)
-        if big is not None:
-            raise _huge_int_error(func, name, value, big)
+        huge = _huge_int(value)
+        if huge is not None:
+            raise _huge_int_error(func, name, value, huge)
     return arr
 
 
-def _huge_int_error(func: str, name: str, value: Any, big: int) -> Exception:
-    shown = f"{big:.3e}" if abs(big) < 10**300 else "an integer of more than 300 digits"
+def _huge_int_error(func: str, name: str, value: Any, huge: int) -> Exception:
+    shown = (
+        f"{huge:.3e}" if abs(huge) < 10**300 else "an integer of more than 300 digits"
+    )
     msg = (
         f"{name}={describe(value)} holds the integer {shown}, beyond the 64-bit "
         f"integers that array libraries hold; pass it as a float"
@@ -358,6 +360,7 @@ def _temperature(
     dev: Any,
     compute_dtype: Any,
 ) -> float | Array | None:
+    """A Python float checked to be a normal ``> 0``, or an array checked for dtype and shape only."""
     if t is None:
         return None
     refuse_own_mask(func, "temperature", t)
@@ -366,16 +369,7 @@ def _temperature(
         raise fail(TypeError, func, msg)
     # NumPy scalars count as Python scalars here, whatever x's library
     if isinstance(t, numbers.Real) and (not is_array(t) or hasattr(t, "item")):
-        try:
-            value = float(t)
-        except OverflowError as err:  # an int or Fraction beyond float64
-            msg = f"temperature={describe(t)} is beyond the range of a float"
-            raise fail(ValueError, func, msg) from err
-        if not (math.isfinite(value) and value > 0):
-            msg = f"temperature={describe(t)} must be finite and > 0"
-            raise fail(ValueError, func, msg)
-        _check_normal(func, t, value, xp, compute_dtype)
-        return value
+        return _scalar_temperature(func, t, xp, compute_dtype)
     if isinstance(t, numbers.Number) and not is_array(t):  # complex scalars
         msg = f"temperature={t!r} must be a real number"
         raise fail(TypeError, func, msg)
@@ -385,6 +379,19 @@ def _temperature(
         raise fail(TypeError, func, msg)
     check_fits(func, "temperature", arr, shape)
     return arr
+
+
+def _scalar_temperature(func: str, t: Any, xp: Namespace, compute_dtype: Any) -> float:
+    try:
+        value = float(t)
+    except OverflowError as err:  # an int or Fraction beyond float64
+        msg = f"temperature={describe(t)} is beyond the range of a float"
+        raise fail(ValueError, func, msg) from err
+    if not (math.isfinite(value) and value > 0):
+        msg = f"temperature={describe(t)} must be finite and > 0"
+        raise fail(ValueError, func, msg)
+    _check_normal(func, t, value, xp, compute_dtype)
+    return value
 
 
 # (smallest normal, largest finite, NumPy type of the same width) per compute dtype
@@ -423,30 +430,10 @@ def _check_normal(func: str, t: Any, value: float, xp: Namespace, dtype: Any) ->
 def output_dtype(
     func: str, xp: Namespace, x_dtype: Any, dtype: Any, dev: Any, *, complex_ok: bool
 ) -> Any:
-    kind = dtype_kind(xp, x_dtype)
+    """The result's dtype: ``dtype=`` when given and valid, else derived from ``x``'s."""
     if dtype is not None:
-        if library_of(xp) in ("numpy", "dask", "cupy") and not isinstance(dtype, str):
-            # accept scalar types such as np.float32 as well as dtype objects
-            with contextlib.suppress(TypeError):
-                dtype = np.dtype(dtype)
-        if isinstance(dtype, str) or dtype_kind(xp, dtype) != "real floating":
-            ok = False
-        else:
-            try:  # a dtype of another library (torch.float32 for NumPy x) fails here
-                probe = xp.empty(
-                    (0,), dtype=xp.float32, device=new_array_device(xp, dev)
-                )
-                xp.astype(probe, dtype)
-                ok = True
-            except Exception:  # noqa: BLE001 - any refusal means: not xp's dtype
-                ok = False
-        if not ok:
-            msg = f"dtype={dtype!r} must be a real floating dtype of {library_of(xp)}"
-            raise fail(TypeError, func, msg)
-        if kind == "complex floating":
-            msg = f"dtype={dtype!r} cannot hold the complex input of dtype {x_dtype}"
-            raise fail(TypeError, func, msg)
-        return dtype
+        return _requested_dtype(func, xp, x_dtype, dtype, dev)
+    kind = dtype_kind(xp, x_dtype)
     if kind in ("bool", "integral"):
         return default_float(xp, dev)
     if kind == "real floating" or (kind == "complex floating" and complex_ok):
@@ -459,6 +446,34 @@ def output_dtype(
         raise fail(TypeError, func, msg)
     msg = f"x has the unsupported dtype {x_dtype}"
     raise fail(TypeError, func, msg)
+
+
+def _requested_dtype(
+    func: str, xp: Namespace, x_dtype: Any, dtype: Any, dev: Any
+) -> Any:
+    """``dtype=`` itself, once it is a real floating dtype of ``xp`` that can hold ``x``."""
+    if library_of(xp) in ("numpy", "dask", "cupy") and not isinstance(dtype, str):
+        # accept scalar types such as np.float32 as well as dtype objects
+        with contextlib.suppress(TypeError):
+            dtype = np.dtype(dtype)
+    if not _is_real_floating_dtype_of(xp, dtype, dev):
+        msg = f"dtype={dtype!r} must be a real floating dtype of {library_of(xp)}"
+        raise fail(TypeError, func, msg)
+    if dtype_kind(xp, x_dtype) == "complex floating":
+        msg = f"dtype={dtype!r} cannot hold the complex input of dtype {x_dtype}"
+        raise fail(TypeError, func, msg)
+    return dtype
+
+
+def _is_real_floating_dtype_of(xp: Namespace, dtype: Any, dev: Any) -> bool:
+    if isinstance(dtype, str) or dtype_kind(xp, dtype) != "real floating":
+        return False
+    try:  # a dtype of another library (torch.float32 for NumPy x) fails here
+        probe = xp.empty((0,), dtype=xp.float32, device=new_array_device(xp, dev))
+        xp.astype(probe, dtype)
+    except Exception:  # noqa: BLE001 - any refusal means: not xp's dtype
+        return False
+    return True
 
 
 # What a plain call (no dtype=, no xp=) derives from x's type, dtype and device
@@ -522,20 +537,13 @@ def prepare(
         key = _plain_key(x)
         facts = None if key is None else _PLAIN.get(key)
         if key is not None and facts is not None:
-            ns, out_dtype, compute_dtype = facts
+            ns, out_dtype, compute = facts
             shape = tuple(x.shape)
+            axes = _cached_axes(func, axis, len(shape))
+            # positional, in Call's field order (no where, temperature or b):
+            # on small arrays this path is the whole cost of validation
             return Call(
-                func=func,
-                x=x,
-                xp=ns,
-                shape=shape,
-                axes=_cached_axes(func, axis, len(shape)),
-                where=None,
-                temperature=None,
-                b=None,
-                out_dtype=out_dtype,
-                compute_dtype=compute_dtype,
-                device=key[2],
+                func, x, ns, shape, axes, None, None, None, out_dtype, compute, key[2]
             )
         call = _prepare(func, x, axis, where, temperature, dtype, xp)
         if key is not None:
@@ -548,19 +556,38 @@ def _prepare(
     func: str, x: Any, axis: Any, where: Any, temperature: Any, dtype: Any, xp: Any
 ) -> Call:
     arr, ns = as_array(func, x, xp)
-    dev = device(arr)
-    shape = tuple(arr.shape)
-    out_dtype = output_dtype(func, ns, arr.dtype, dtype, dev, complex_ok=False)
+    out_dtype = output_dtype(func, ns, arr.dtype, dtype, device(arr), complex_ok=False)
     compute = compute_dtype(ns, out_dtype)
+    shape = tuple(arr.shape)
+    return _checked_call(
+        func, arr, ns, shape, axis, where, out_dtype, compute, temperature=temperature
+    )
+
+
+def _checked_call(
+    func: str,
+    arr: Array,
+    ns: Namespace,
+    shape: tuple[Any, ...],
+    axis: Any,
+    where: Any,
+    out_dtype: Any,
+    compute: Any,
+    *,
+    temperature: Any = None,
+    b: Array | None = None,
+) -> Call:
+    """The :class:`Call` once ``axis``, ``where`` and ``temperature`` pass their checks."""
+    dev = device(arr)
     return Call(
         func=func,
         x=arr,
         xp=ns,
         shape=shape,
-        axes=_axes(func, axis, arr.ndim),
+        axes=_axes(func, axis, len(shape)),
         where=where_mask(func, where, ns, shape, dev),
         temperature=_temperature(func, temperature, ns, shape, dev, compute),
-        b=None,
+        b=b,
         out_dtype=out_dtype,
         compute_dtype=compute,
         device=dev,
@@ -577,70 +604,96 @@ def prepare_logsumexp(
     *,
     func: str = "logsumexp",
 ) -> Call:
-    """Validate the arguments of logsumexp (or ``func``); ``x`` and ``b`` are broadcast jointly."""
+    """Validate the arguments of logsumexp (or ``func``); ``x`` and ``b`` are broadcast jointly.
+
+    In steps: ``b`` checked (:func:`_weights`), broadcast jointly with ``x``
+    (:func:`_broadcast_jointly`), the two promoted together
+    (:func:`_promoted_dtype`), then the output dtype and the compute dtype of
+    the accuracy policy (:func:`softmax_xp._call.lse_compute_dtype`), which the
+    weights are cast to. ``x`` itself is neither cast nor broadcast here: the
+    core masks it first.
+    """
     arr, ns = as_array(func, x, xp)
     dev = device(arr)
-    weights: Any = None
-    if b is not None:
-        x_complex = dtype_kind(ns, arr.dtype) == "complex floating"
-        if isinstance(b, numbers.Real) and not is_array(b):
-            # a Python scalar weight is weakly typed, as in array API promotion
-            try:
-                weights = float(b)
-            except OverflowError as err:
-                msg = f"b={describe(b)} is beyond the range of a float"
-                raise fail(ValueError, func, msg) from err
-        else:
-            weights = _same_namespace_array(func, "b", b, ns, dev)
-            bkind = dtype_kind(ns, weights.dtype)
-            if bkind is None:
-                msg = f"b={describe(b)} has the unsupported dtype {weights.dtype}"
-                raise fail(TypeError, func, msg)
-            # checked before promotion, which would turn the result complex
-            if bkind == "complex floating" and not x_complex:
-                msg = (
-                    f"b={describe(b)} is complex but x is real (dtype {arr.dtype}); "
-                    "complex weights need complex x"
-                )
-                raise fail(TypeError, func, msg)
-    if weights is not None and is_array(weights):
-        joint = _broadcast_shape(tuple(arr.shape), tuple(weights.shape))
-        if joint is None:
-            msg = (
-                f"b of shape {tuple(weights.shape)} does not broadcast with "
-                f"x of shape {tuple(arr.shape)}"
-            )
-            raise fail(ValueError, func, msg)
-        # integers and bools become the default float first: the standard
-        # defines no promotion across kinds
-        fl = default_float(ns, dev)
-        xd, bd = arr.dtype, weights.dtype
-        xd = fl if dtype_kind(ns, xd) in ("bool", "integral") else xd
-        bd = fl if dtype_kind(ns, bd) in ("bool", "integral") else bd
-        x_dtype = ns.result_type(xd, bd)
-        if tuple(weights.shape) != joint:
-            weights = ns.broadcast_to(weights, joint)
-        shape = joint
-    else:
-        x_dtype, shape = arr.dtype, tuple(arr.shape)
-    # x itself is neither cast nor broadcast here: the core masks it first
-    out_dtype = output_dtype(func, ns, x_dtype, dtype, dev, complex_ok=True)
+    weights = None if b is None else _weights(func, b, arr, ns, dev)
+    shape, weights = _broadcast_jointly(func, ns, arr, weights)
+    promoted = _promoted_dtype(ns, arr.dtype, weights, dev)
+    out_dtype = output_dtype(func, ns, promoted, dtype, dev, complex_ok=True)
     compute = lse_compute_dtype(ns, out_dtype, dev)
     if weights is not None:
-        if is_array(weights):
-            weights = ns.astype(weights, compute)
-        else:
-            weights = ns.full(shape, weights, dtype=compute, device=dev)
-    return Call(
-        func=func,
-        x=arr,
-        xp=ns,
-        shape=shape,
-        axes=_axes(func, axis, len(shape)),
-        where=where_mask(func, where, ns, shape, dev),
-        temperature=None,
-        b=weights,
-        out_dtype=out_dtype,
-        compute_dtype=compute,
-        device=dev,
+        weights = _as_compute(ns, weights, shape, compute, dev)
+    return _checked_call(
+        func, arr, ns, shape, axis, where, out_dtype, compute, b=weights
     )
+
+
+def _weights(func: str, b: Any, arr: Array, ns: Namespace, dev: Any) -> float | Array:
+    """``b`` as a Python float (weakly typed, as in array API promotion) or an array of ``ns``."""
+    if isinstance(b, numbers.Real) and not is_array(b):
+        try:
+            return float(b)
+        except OverflowError as err:
+            msg = f"b={describe(b)} is beyond the range of a float"
+            raise fail(ValueError, func, msg) from err
+    weights = _same_namespace_array(func, "b", b, ns, dev)
+    kind = dtype_kind(ns, weights.dtype)
+    if kind is None:
+        msg = f"b={describe(b)} has the unsupported dtype {weights.dtype}"
+        raise fail(TypeError, func, msg)
+    # checked before promotion, which would turn the result complex
+    if kind == "complex floating" and dtype_kind(ns, arr.dtype) != "complex floating":
+        msg = (
+            f"b={describe(b)} is complex but x is real (dtype {arr.dtype}); "
+            "complex weights need complex x"
+        )
+        raise fail(TypeError, func, msg)
+    return weights
+
+
+def _broadcast_jointly(
+    func: str, ns: Namespace, arr: Array, weights: float | Array | None
+) -> tuple[tuple[Any, ...], float | Array | None]:
+    """The shape ``x`` and ``b`` broadcast to, and array weights broadcast to it."""
+    if weights is None or isinstance(weights, float):
+        return tuple(arr.shape), weights
+    joint = _broadcast_shape(tuple(arr.shape), tuple(weights.shape))
+    if joint is None:
+        msg = (
+            f"b of shape {tuple(weights.shape)} does not broadcast with "
+            f"x of shape {tuple(arr.shape)}"
+        )
+        raise fail(ValueError, func, msg)
+    if tuple(weights.shape) != joint:
+        weights = ns.broadcast_to(weights, joint)
+    return joint, weights
+
+
+def _promoted_dtype(
+    ns: Namespace, x_dtype: Any, weights: float | Array | None, dev: Any
+) -> Any:
+    """The dtype of ``x`` and array weights promoted together (a float ``b`` changes nothing).
+
+    Integers and bools become the default float first: the standard defines no
+    promotion across kinds.
+    """
+    if weights is None or isinstance(weights, float):
+        return x_dtype
+    default = default_float(ns, dev)
+
+    def floating(dt: Any) -> Any:
+        return default if dtype_kind(ns, dt) in ("bool", "integral") else dt
+
+    return ns.result_type(floating(x_dtype), floating(weights.dtype))
+
+
+def _as_compute(
+    ns: Namespace,
+    weights: float | Array,
+    shape: tuple[Any, ...],
+    compute: Any,
+    dev: Any,
+) -> Array:
+    """The weights as an array of the call's shape (a float: filled) in the compute dtype."""
+    if isinstance(weights, float):
+        return ns.full(shape, weights, dtype=compute, device=dev)
+    return ns.astype(weights, compute)
