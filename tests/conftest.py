@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from softmax_xp._backends import BACKENDS, by_name, matrix, targets
+
 # JAX must be configured before its first array exists: float64 is part of the
 # matrix, and the contract is tested on it.
 if importlib.util.find_spec("jax") is not None:
@@ -38,32 +40,20 @@ if importlib.util.find_spec("jax") is not None:
         )
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
-CPU_BACKENDS = (
-    "numpy",
-    "array_api_strict",
-    "array_api_strict-device1",
-    "torch",
-    "jax",
-    "dask",
-)
-GPU_BACKENDS = ("cupy", "torch-cuda", "jax-gpu")
-_IMPORT_NAME = {
-    "numpy": "numpy",
-    "array_api_strict": "array_api_strict",
-    "array_api_strict-device1": "array_api_strict",
-    "torch": "torch",
-    "jax": "jax",
-    "dask": "dask",
-    "cupy": "cupy",
-    "torch-cuda": "torch",
-    "jax-gpu": "jax",
-}
+# the matrix, from the registry of backends: each backend and its variants on
+# other devices (array_api_strict-device1; torch-cuda, jax-gpu need a GPU)
+CPU_BACKENDS = matrix(gpu=False)
+GPU_BACKENDS = matrix(gpu=True)
+
+
+def _installed(name: str) -> bool:
+    return by_name(name).installed()
 
 
 def _selected() -> tuple[list[str], bool]:
     raw = os.environ.get("SOFTMAX_XP_BACKENDS", "").strip()
     if not raw:
-        names = [n for n in CPU_BACKENDS if importlib.util.find_spec(_IMPORT_NAME[n])]
+        names = [n for n in CPU_BACKENDS if _installed(n)]
         # cupy is always listed so that a CPU run reports it as skipped.
         return [*names, "cupy"], False
     names = [n.strip() for n in raw.split(",") if n.strip()]
@@ -82,9 +72,9 @@ SELECTED, EXPLICIT = _selected()
 # Each backend's fast-path module is tested by its own file, which may build
 # that backend's arrays at import time: collected only where the backend is.
 collect_ignore = [
-    f"test_fast_{name}.py"
-    for name in ("numpy", "torch", "jax", "dask")
-    if name not in SELECTED
+    f"test_fast_{b.fast_path}.py"
+    for b in BACKENDS
+    if b.fast_path is not None and b.name not in SELECTED
 ]
 # the cluster tests import distributed and zarr, which the tests-dask session
 # installs; a run that did not name its backends skips the file without them
@@ -203,7 +193,7 @@ def _make(name: str) -> Backend:
 
         dev = None
         if name == "torch-cuda":
-            if not torch.cuda.is_available():
+            if not any(t.device.startswith("cuda") for t in targets("torch")[0]):
                 pytest.skip("torch-cuda: no CUDA device on this machine")
             dev = torch.device("cuda")
         dts = {
@@ -263,17 +253,11 @@ def _make(name: str) -> Backend:
             default_float=np.dtype(np.float64),
         )
     if name == "cupy":
-        if importlib.util.find_spec("cupy") is None:
-            pytest.skip("cupy: not installed (needs a GPU)")
-        import cupy
-
-        try:
-            n_gpu = cupy.cuda.runtime.getDeviceCount()
-        except Exception:  # noqa: BLE001 - any CUDA failure means no usable GPU
-            n_gpu = 0
-        if n_gpu == 0:
-            pytest.skip("cupy: no CUDA device on this machine")
+        found, why = targets("cupy")
+        if not found:  # not installed (it needs a GPU), or no usable device
+            pytest.skip(f"cupy: {why}")
         import array_api_compat.cupy as xp
+        import cupy
 
         dts = {k: cupy.dtype(k) for k in ("float32", "float64", "float16")}
         return Backend(
@@ -288,11 +272,7 @@ _CACHE: dict[str, Backend] = {}
 
 def get_backend(name: str) -> Backend:
     if name not in _CACHE:
-        if (
-            name in CPU_BACKENDS
-            and EXPLICIT
-            and importlib.util.find_spec(_IMPORT_NAME[name]) is None
-        ):
+        if name in CPU_BACKENDS and EXPLICIT and not _installed(name):
             msg = f"backend {name!r} was selected by SOFTMAX_XP_BACKENDS but does not import"
             raise RuntimeError(msg)
         _CACHE[name] = _make(name)

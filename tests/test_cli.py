@@ -17,11 +17,13 @@ import pytest
 from conftest import SELECTED, needs
 
 import softmax_xp
+from softmax_xp._backends import BACKENDS
 
 # The subprocess imports the very package this test process imports
 # (the installed one under nox, src/ otherwise).
 PACKAGE_PARENT = Path(softmax_xp.__file__).resolve().parents[1]
-DEMO_BACKENDS = ("torch", "jax", "dask", "array_api_strict", "cupy")
+# the demo shows NumPy first, then a line per other backend of the registry
+DEMO_BACKENDS = tuple(b.name for b in BACKENDS if b.name != "numpy")
 EPS64 = float(np.finfo(np.float64).eps)
 TIMEOUT = 300  # the demo imports torch and jax: seconds, not minutes
 
@@ -225,15 +227,9 @@ def test_main_in_process(capsys: pytest.CaptureFixture[str]) -> None:
 
 # --- info -----------------------------------------------------------------
 
-# the backends `info` and `check` know, as conftest names them
-CHECK_BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "dask")
-INFO_NAMES = {  # conftest's backend name -> the distribution name info prints
-    "numpy": "numpy",
-    "array_api_strict": "array-api-strict",
-    "torch": "torch",
-    "jax": "jax",
-    "dask": "dask",
-}
+# the backends `info` and `check` know that run on the CPU, as conftest names them
+CHECK_BACKENDS = tuple(b.name for b in BACKENDS if not b.gpu)
+INFO_NAMES = {b.name: b.dist or b.name for b in BACKENDS}  # -> what info prints
 
 
 @pytest.fixture(scope="module")
@@ -279,11 +275,11 @@ def test_info_json_lists_every_library(info_json: dict[str, Any]) -> None:
         "numpy",
         "array-api-compat",
         "scipy",
+        "array-api-strict",
         "torch",
         "jax",
         "dask",
         "cupy",
-        "array-api-strict",
         "ml_dtypes",
     ]
     assert info_json["softmax_xp"]["version"] == softmax_xp.__version__
@@ -297,8 +293,8 @@ def test_info_reports_selected_backend(info_json: dict[str, Any], name: str) -> 
     assert entry["status"] == "ok", entry
     assert entry["version"]
     assert entry["devices"], entry
-    # array-api-strict has no fast path (DESIGN: fast paths for numpy, torch,
-    # jax, dask); the others take theirs unless forced off
+    # array-api-strict has no fast path (fast paths: numpy, torch, jax, dask);
+    # the others take theirs unless forced off
     flag = info_json["softmax_xp"]["SOFTMAX_XP_FORCE_GENERIC"] or ""
     forced = flag.strip().lower() in {"1", "true", "yes", "on"}
     want = "generic" if name == "array_api_strict" or forced else "fast"

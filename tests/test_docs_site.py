@@ -185,3 +185,55 @@ def test_check_site_reports_a_missing_page(check_site, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "FAIL api.html: missing from the build" in out
     assert "FAIL index.html: the navigation does not link" not in out  # api gone
+
+
+# --- the README's table of special cases ---------------------------------------
+
+README = DOCS.parent / "README.md"
+
+
+def _readme_table() -> list[list[str]]:
+    """The cells of README's first table, header and rule included."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("| input "))
+    rows = []
+    for ln in lines[start:]:
+        if not ln.startswith("|"):
+            break
+        rows.append([c.strip() for c in ln.strip().strip("|").split(" | ")])
+    return rows
+
+
+def _installed_version(peer) -> str | None:
+    """The peer's version, if what it runs imports here."""
+    try:
+        importlib.import_module(peer.imports)
+        version = importlib.import_module(peer.module).__version__
+    except ImportError:
+        return None
+    return str(version).split("+")[0]  # torch's local part: "2.13.0+cpu"
+
+
+def test_readme_table_is_the_special_case_table():
+    """README's table is softmax_xp._special_cases.README, rendered: the first
+    two columns always, each peer's column where the installed peer is the
+    version the README names (others may answer differently)."""
+    from softmax_xp import _special_cases as table
+
+    header, rule, *rows = _readme_table()
+    versions = [h.rsplit(" ", 1)[1] for h in header[2:]]
+    assert [header, rule] == [
+        [c.strip() for c in line.strip("|").split(" | ")]
+        for line in table.markdown_header("softmax-xp", versions)
+    ]
+    assert len(rows) == len(table.README)
+    peers = [
+        peer if _installed_version(peer) == version else None
+        for peer, version in zip(table.PEERS, versions, strict=True)
+    ]
+    same = [i + 2 for i, peer in enumerate(peers) if peer is not None]
+    for row, case in zip(rows, table.README, strict=True):
+        want = table.markdown_row(case, softmax_xp, peers).strip("|").split(" | ")
+        want = [c.strip() for c in want]
+        for col in (0, 1, *same):
+            assert row[col] == want[col], (case.call, col, row[col], want[col])

@@ -22,6 +22,7 @@ from ._suite import Config, run_suite
 __all__ = [
     "Config",
     "build_parser",
+    "comma_separated",
     "config_from_args",
     "main",
     "run",
@@ -35,7 +36,9 @@ DEFAULT_OUT = Path("softmax-xp-bench")
 DTYPES = ("float16", "float32", "float64")
 
 
-def _csv(choices: Sequence[str]) -> Any:
+def comma_separated(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    """An argparse ``type=``: ``"a,b"`` -> ``("a", "b")``, each one of ``choices``."""
+
     def parse(text: str) -> tuple[str, ...]:
         items = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
         bad = [s for s in items if s not in choices]
@@ -58,7 +61,7 @@ def build_parser(
         prog=prog,
         description=(
             "Time softmax-xp against scipy.special, torch, jax.nn and the "
-            "np.exp / copy floors; print a ratio table and the issue's targets, "
+            "np.exp / copy floors; print a ratio table and the performance targets, "
             "write JSON and a PNG plot."
         ),
     )
@@ -69,25 +72,26 @@ def build_parser(
     )
     parser.add_argument(
         "--backends",
-        type=_csv(BACKENDS),
+        type=comma_separated(BACKENDS),
         default=BACKENDS,
         help=f"comma-separated, default all: {','.join(BACKENDS)} "
         "(the np.exp/copy floors always run; scipy comes with numpy)",
     )
     parser.add_argument(
         "--shapes",
-        help="comma-separated ROWSxCOLS[:AXIS], e.g. 4096x4096,4096x4096:0,16777216 "
-        "(default: the issue's six layouts, scaled down 64x with --quick)",
+        help="comma-separated ROWSxCOLS[:AXIS], e.g. 4096x4096,4096x4096:0 "
+        f"(default: {', '.join(layout.label for layout in FULL_LAYOUTS[:-1])} "
+        f"and {FULL_LAYOUTS[-1].label}; with --quick each but the last 64x smaller)",
     )
     parser.add_argument(
         "--dtypes",
-        type=_csv(DTYPES),
+        type=comma_separated(DTYPES),
         default=("float32", "float64"),
         help="comma-separated, default float32,float64",
     )
     parser.add_argument(
         "--kinds",
-        type=_csv(KINDS),
+        type=comma_separated(KINDS),
         default=KINDS,
         help=f"comma-separated, default {','.join(KINDS)}",
     )

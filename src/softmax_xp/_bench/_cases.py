@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .._backends import matrix, targets
 from ._timing import Timing
 
 __all__ = [
@@ -46,7 +47,7 @@ class Layout:
 
     shape: tuple[int, ...]
     axis: int = -1
-    role: str | None = None  # the case of the issue's targets it stands for
+    role: str | None = None  # the case of the performance targets it stands for
 
     @property
     def label(self) -> str:
@@ -141,6 +142,33 @@ class Skip:
     backend: str
     impl: str
     reason: str
+
+
+def floors(
+    backend: str,
+    exp_name: str,
+    exp: Callable[[], Any],
+    copy: Callable[[], Any],
+    to_numpy: Callable[[Any], np.ndarray],
+) -> list[Candidate]:
+    """The two floors on ``backend``: its ``exp`` (into a preallocated output
+    where it has ``out=``) and a ``copy`` of the input."""
+    return [
+        Candidate(backend, exp_name, "floor", None, exp, to_numpy),
+        Candidate(backend, "copy", "floor", None, copy, to_numpy),
+    ]
+
+
+def peer_candidate(
+    backend: str,
+    impl: str,
+    kind: str,
+    fn: Callable[[], Any],
+    to_numpy: Callable[[Any], np.ndarray],
+    floor: str = "numpy",
+) -> Candidate:
+    """The library's own ``kind`` on ``backend``: what ours is held against."""
+    return Candidate(backend, impl, "peer", kind, fn, to_numpy, floor=floor)
 
 
 def _thunk(
@@ -270,12 +298,12 @@ class NumpyBackend(Backend):
         self, x: np.ndarray, layout: Layout, kinds: Sequence[str]
     ) -> tuple[list[Candidate], list[Skip]]:
         y = np.empty_like(x)
-        out = [
-            Candidate("numpy", "np.exp", "floor", None, lambda: np.exp(x, out=y), _np),
-            Candidate(
-                "numpy", "copy", "floor", None, lambda: np.copyto(y, x), lambda _: y
-            ),
-        ]
+
+        def copy() -> np.ndarray:
+            np.copyto(y, x)
+            return y
+
+        out = floors("numpy", "np.exp", lambda: np.exp(x, out=y), copy, _np)
         skips = []
         special, reason = _import("scipy.special")
         if special is None and "peer" in self.parts:
@@ -284,13 +312,8 @@ class NumpyBackend(Backend):
             if special is not None and "peer" in self.parts:
                 g = functools.partial(getattr(special, kind), axis=layout.axis)
                 out.append(
-                    Candidate(
-                        "numpy",
-                        "scipy.special",
-                        "peer",
-                        kind,
-                        functools.partial(g, x),
-                        _np,
+                    peer_candidate(
+                        "numpy", "scipy.special", kind, functools.partial(g, x), _np
                     )
                 )
             if "ours" in self.parts:
@@ -353,30 +376,18 @@ def _torch_candidates(
     out = []
     if name != "torch":  # a device: its own floors
         yt = torch.empty_like(xt)
-        out += [
-            Candidate(
-                name,
-                "torch.exp",
-                "floor",
-                None,
-                lambda: finish(torch.exp(xt, out=yt)),
-                _torch_numpy,
-            ),
-            Candidate(
-                name, "copy", "floor", None, lambda: finish(yt.copy_(xt)), _torch_numpy
-            ),
-        ]
+        out += floors(
+            name,
+            "torch.exp",
+            lambda: finish(torch.exp(xt, out=yt)),
+            lambda: finish(yt.copy_(xt)),
+            _torch_numpy,
+        )
     for kind in kinds:
         g = functools.partial(peers[kind], dim=layout.axis)
         out.append(
-            Candidate(
-                name,
-                "torch",
-                "peer",
-                kind,
-                _thunk(finish, g, xt),
-                _torch_numpy,
-                floor=floor,
+            peer_candidate(
+                name, "torch", kind, _thunk(finish, g, xt), _torch_numpy, floor
             )
         )
         out += backend._ours(
@@ -392,7 +403,7 @@ class TorchCudaBackend(Backend):
 
     def probe(self) -> str | None:
         self.torch, reason = _import("torch")
-        if reason is None and not self.torch.cuda.is_available():
+        if reason is None and not _devices("torch", "cuda"):
             reason = "torch.cuda.is_available() is False"
         return reason
 
@@ -451,23 +462,18 @@ class JaxBackend(Backend):
         if floor == "jax":  # an accelerator: its own floors
             exp = jax.jit(jax.numpy.exp)
             copy = jax.jit(lambda a: a + 0)
-            out += [
-                Candidate(
-                    "jax", "jnp.exp", "floor", None, lambda: finish(exp(xj)), _np
-                ),
-                Candidate("jax", "copy", "floor", None, lambda: finish(copy(xj)), _np),
-            ]
+            out += floors(
+                "jax",
+                "jnp.exp",
+                lambda: finish(exp(xj)),
+                lambda: finish(copy(xj)),
+                _np,
+            )
         for kind in kinds:
-            peer = jax.jit(functools.partial(getattr(jax.nn, kind), axis=layout.axis))
+            g = jax.jit(functools.partial(getattr(jax.nn, kind), axis=layout.axis))
             out.append(
-                Candidate(
-                    "jax",
-                    "jax.nn (jit)",
-                    "peer",
-                    kind,
-                    _thunk(finish, peer, xj),
-                    _np,
-                    floor=floor,
+                peer_candidate(
+                    "jax", "jax.nn (jit)", kind, _thunk(finish, g, xj), _np, floor
                 )
             )
             out += self._ours(
@@ -542,13 +548,9 @@ class CupyBackend(Backend):
 
     def probe(self) -> str | None:
         self.cp, reason = _import("cupy")
-        if reason is None:
-            try:
-                count = self.cp.cuda.runtime.getDeviceCount()
-            except Exception as exc:  # noqa: BLE001 - no driver, no device
-                return f"cupy finds no GPU ({type(exc).__name__}: {exc})"
-            if count == 0:
-                return "cupy finds no GPU"
+        if reason is None and not _devices("cupy", "cuda"):
+            _, why = targets("cupy")
+            reason = f"cupy finds no GPU ({why})"
         return reason
 
     def info(self) -> dict[str, Any]:
@@ -574,24 +576,13 @@ class CupyBackend(Backend):
         def to_numpy(a: Any) -> np.ndarray:
             return np.asarray(cp.asnumpy(a))
 
-        out = [
-            Candidate(
-                "cupy",
-                "cp.exp",
-                "floor",
-                None,
-                lambda: finish(cp.exp(xc, out=yc)),
-                to_numpy,
-            ),
-            Candidate(
-                "cupy",
-                "copy",
-                "floor",
-                None,
-                lambda: finish(cp.copyto(yc, xc)),
-                to_numpy,
-            ),
-        ]
+        out = floors(
+            "cupy",
+            "cp.exp",
+            lambda: finish(cp.exp(xc, out=yc)),
+            lambda: finish(cp.copyto(yc, xc)),
+            to_numpy,
+        )
         skips = []
         special, reason = _import("cupyx.scipy.special")
         for kind in kinds:
@@ -599,15 +590,10 @@ class CupyBackend(Backend):
             g = getattr(special, kind, None) if special is not None else None
             if g is not None:
                 g = functools.partial(g, axis=layout.axis)
+                thunk = _thunk(finish, g, xc)
                 out.append(
-                    Candidate(
-                        "cupy",
-                        "cupyx.scipy.special",
-                        "peer",
-                        kind,
-                        _thunk(finish, g, xc),
-                        to_numpy,
-                        floor="cupy",
+                    peer_candidate(
+                        "cupy", "cupyx.scipy.special", kind, thunk, to_numpy, "cupy"
                     )
                 )
                 peer = ("cupy", "cupyx.scipy.special")
@@ -619,15 +605,25 @@ class CupyBackend(Backend):
         return out, skips
 
 
+def _devices(backend: str, kind: str) -> list[str]:
+    """The devices of ``kind`` (``"cuda"``) that the registry finds ``backend`` on."""
+    found, _ = targets(backend)
+    return [t.device for t in found if t.device.startswith(kind)]
+
+
 _ADAPTERS: dict[str, type[Backend]] = {
-    "numpy": NumpyBackend,
-    "torch": TorchBackend,
-    "jax": JaxBackend,
-    "dask": DaskBackend,
-    "cupy": CupyBackend,
-    "torch-cuda": TorchCudaBackend,
+    a.name: a
+    for a in (
+        NumpyBackend,
+        TorchBackend,
+        JaxBackend,
+        DaskBackend,
+        CupyBackend,
+        TorchCudaBackend,
+    )
 }
-BACKENDS = tuple(_ADAPTERS)
+# in the registry's order: the CPU backends, then the GPU ones
+BACKENDS = tuple(n for n in (*matrix(gpu=False), *matrix(gpu=True)) if n in _ADAPTERS)
 
 
 def make_backends(

@@ -146,7 +146,7 @@ def _check_text(r: Record) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """One target of the issue: ours against a peer or a floor, on one case."""
+    """One performance target: ours against a peer or a floor, on one case."""
 
     title: str
     case: str
@@ -331,7 +331,7 @@ def format_report(result: Record) -> str:
         for r in peers_only:
             lines.append(f"  {r['kind']:<12} {r['backend']:<18} {'-':>10}  {r['impl']}")
     lines.append("")
-    lines.append("targets (issue 3; ratios of medians measured in this run):")
+    lines.append("targets (ratios of medians measured in this run):")
     if result["mode"] == "quick":
         lines.append("  quick mode: the cases are scaled down 64x; indicative only")
     for t in result["targets"]:
@@ -389,6 +389,28 @@ _KIND_COLOURS = {
 }
 
 
+def _grid(plt: Any, rows: int, cols: int, cell: tuple[float, float]) -> Any:
+    """A figure of ``rows`` x ``cols`` plots, each ``cell`` inches (width, height)."""
+    return plt.subplots(
+        rows,
+        cols,
+        figsize=(cell[0] * cols, cell[1] * rows),
+        squeeze=False,
+        constrained_layout=True,
+    )
+
+
+def _save(plt: Any, fig: Any, path: Path, result: Record, what: str) -> None:
+    """Title ``fig`` (run, ``what``, date, CPU), write it to ``path``, close it."""
+    fig.suptitle(
+        f"softmax-xp {result['mode']} benchmarks, {what}{result['date']}, "
+        f"{result['machine']['cpu_model']}",
+        fontsize=9,
+    )
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def _pyplot() -> Any:
     """``matplotlib.pyplot`` on the Agg backend, or why it is not importable."""
     try:
@@ -418,13 +440,7 @@ def plot(result: Record, path: Path) -> str | None:
     dtypes = list(dict.fromkeys(k[1] for k in groups))
     if not groups:
         return "nothing was timed; no PNG written"
-    fig, axes = plt.subplots(
-        len(layouts),
-        len(dtypes),
-        figsize=(6.5 * len(dtypes), 2.9 * len(layouts)),
-        squeeze=False,
-        constrained_layout=True,
-    )
+    fig, axes = _grid(plt, len(layouts), len(dtypes), (6.5, 2.9))
     kinds = [k for k in _KIND_COLOURS if any(r["kind"] == k for r in records)]
     for i, layout in enumerate(layouts):
         for j, dtype in enumerate(dtypes):
@@ -459,13 +475,7 @@ def plot(result: Record, path: Path) -> str | None:
         ]
     )
     fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8)
-    fig.suptitle(
-        f"softmax-xp {result['mode']} benchmarks, {result['date']}, "
-        f"{result['machine']['cpu_model']}",
-        fontsize=9,
-    )
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(plt, fig, path, result, "")
     return None
 
 
@@ -530,13 +540,7 @@ def plot_scaling(result: Record, path: Path) -> str | None:
     dtypes = list(dict.fromkeys(r["dtype"] for r in records))
     if not kinds:
         return "nothing was timed; no PNG written"
-    fig, axes = plt.subplots(
-        len(dtypes),
-        len(kinds),
-        figsize=(5.0 * len(kinds), 3.6 * len(dtypes)),
-        squeeze=False,
-        constrained_layout=True,
-    )
+    fig, axes = _grid(plt, len(dtypes), len(kinds), (5.0, 3.6))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     labels = list(
         dict.fromkeys(r["label"] for r in records if r["role"] in {"ours", "variant"})
@@ -599,11 +603,5 @@ def plot_scaling(result: Record, path: Path) -> str | None:
             ax.tick_params(labelsize=8)
     handles, names = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncol=4, fontsize=7)
-    fig.suptitle(
-        f"softmax-xp {result['mode']} benchmarks, throughput against size, "
-        f"{result['date']}, {result['machine']['cpu_model']}",
-        fontsize=9,
-    )
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(plt, fig, path, result, "throughput against size, ")
     return None

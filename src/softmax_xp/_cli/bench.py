@@ -15,12 +15,15 @@ import importlib.util
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .._backends import matrix
+
 __all__ = ["add_arguments", "run"]
 
-# which of the suite's backends run where; JAX runs on its default device
+# which of the suite's backends run where, as the registry says; JAX runs on its
+# default device, whichever that is
 _ON = {
-    "cpu": {"numpy", "torch", "jax", "dask"},
-    "gpu": {"torch-cuda", "cupy", "jax"},
+    "cpu": set(matrix(gpu=False)),
+    "gpu": {*matrix(gpu=True), "jax"},
 }
 
 Progress = Callable[[int, int, str], None]

@@ -20,13 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from ._targets import BACKENDS, Target, describe_error, library, targets
+from .. import _backends
+from .._backends import Target, describe_error, library, targets
+from .._bench import comma_separated
 
-__all__ = ["CHECKS", "Check", "run", "run_checks"]
+__all__ = ["BACKENDS", "CHECKS", "Check", "run", "run_checks"]
+
+BACKENDS = tuple(b.name for b in _backends.BACKENDS)
 
 INF = math.inf
 NAN = math.nan
 E = math.e
+# the tolerance of value ``i`` whose reference is ``w``: tol(i, w)
+Tolerance = Callable[[int, float], float]
 
 
 class Skip(Exception):
@@ -54,9 +60,7 @@ def _put(t: Target, values: Any, dtype: str) -> Any:
     return t.put(np.asarray(values, dtype=dtype))
 
 
-def _compare(
-    what: str, got: Any, want: Sequence[float], tol: Callable[[int, float], float]
-) -> str | None:
+def _compare(what: str, got: Any, want: Sequence[float], tol: Tolerance) -> str | None:
     """``None`` when ``got`` matches ``want``: NaN for NaN, infinities exactly,
     finite values within ``tol(i, want[i])``; else a line saying where not."""
     g = np.asarray(got, dtype=np.float64).reshape(-1)
@@ -74,33 +78,29 @@ def _compare(
     return None
 
 
-def _exactish(dtype: str) -> Callable[[int, float], float]:
+def _few_ulps(dtype: str) -> Tolerance:
     """A few units in the last place of ``dtype``, relative."""
     eps = _eps(dtype)
     return lambda _i, w: 4 * eps * abs(w) + 4 * eps * float(np.finfo(dtype).tiny)
 
 
-def _family(
+# what a contract check compares, in this order (``want`` holds one reference each)
+FUNCTIONS = ("softmax", "log_softmax", "logsumexp")
+
+
+def _compare_functions(
     t: Target,
     sx: Any,
-    dtype: str,
     x: Any,
-    want: tuple[Sequence[float], Sequence[float], Sequence[float]],
+    want: Sequence[Sequence[float]],
+    dtype: str,
+    tol: Tolerance,
     **kw: Any,
 ) -> str | None:
-    """softmax, log_softmax and logsumexp of ``x`` (last axis) against ``want``."""
-    tol = _exactish(dtype)
-    return _three(t, sx, x, want, dtype, tol, **kw)
-
-
-def _three(
-    t: Any, sx: Any, x: Any, want: Any, dtype: str, tol: Any, **kw: Any
-) -> str | None:
-    """softmax, log_softmax and logsumexp of ``x`` against ``want`` (three
-    references, in that order): the first mismatch, or ``None``."""
-    for fname, expected in zip(
-        ("softmax", "log_softmax", "logsumexp"), want, strict=True
-    ):
+    """softmax, log_softmax and logsumexp of ``x`` (last axis) against ``want``
+    (one reference each, in that order) within ``tol``: the first mismatch, or
+    ``None``."""
+    for fname, expected in zip(FUNCTIONS, want, strict=True):
         got = t.to_numpy(getattr(sx, fname)(x, axis=-1, **kw))
         if str(got.dtype) != dtype:
             return f"{fname} returned {got.dtype}, expected {dtype}"
@@ -114,7 +114,7 @@ def _contract(name: str, values: list[float], want: Any, mask: Any = None) -> An
     def body(t: Target, sx: Any, dtype: str) -> str | None:
         x = _put(t, values, dtype)
         kw = {} if mask is None else {"where": _put(t, mask, "bool")}
-        return _family(t, sx, dtype, x, want, **kw)
+        return _compare_functions(t, sx, x, want, dtype, _few_ulps(dtype), **kw)
 
     return name, body
 
@@ -167,7 +167,7 @@ def _empty_axis(t: Target, sx: Any, dtype: str) -> str | None:
         "logsumexp",
         t.to_numpy(sx.logsumexp(x, axis=-1)),
         [-INF, -INF],
-        _exactish(dtype),
+        _few_ulps(dtype),
     )
 
 
@@ -186,14 +186,14 @@ def _half_zeros(t: Target, sx: Any, dtype: str) -> str | None:
         [-math.log(n)] * n,
         [math.log(n)],
     )
-    return _three(t, sx, x, want, dtype, tol)
+    return _compare_functions(t, sx, x, want, dtype, tol)
 
 
 def _lse_tiny(t: Target, sx: Any, dtype: str) -> str | None:
     """logsumexp([0, -40]) = log1p(exp(-40)) = 4.248e-18, not 0."""
     x = _put(t, [0.0, -40.0], dtype)
     want = math.log1p(math.exp(-40.0))
-    return _compare("logsumexp", t.to_numpy(sx.logsumexp(x)), [want], _exactish(dtype))
+    return _compare("logsumexp", t.to_numpy(sx.logsumexp(x)), [want], _few_ulps(dtype))
 
 
 def _integer_input(t: Target, sx: Any, dtype: str) -> str | None:
@@ -205,7 +205,7 @@ def _integer_input(t: Target, sx: Any, dtype: str) -> str | None:
         return f"softmax of {dtype} returned {got.dtype}, expected {t.default_float}"
     s = math.fsum(math.exp(v - 3) for v in values)
     want = [math.exp(v - 3) / s for v in values]
-    return _compare("softmax", got, want, _exactish(t.default_float))
+    return _compare("softmax", got, want, _few_ulps(t.default_float))
 
 
 # --- accuracy spot checks: 4 rows of 33 values, spread over about +-15 ---
@@ -361,19 +361,10 @@ def format_results(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _backend_list(text: str) -> tuple[str, ...]:
-    items = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
-    bad = [s for s in items if s not in BACKENDS]
-    if bad or not items:
-        msg = f"{', '.join(bad) or 'none given'}; choose from {', '.join(BACKENDS)}"
-        raise argparse.ArgumentTypeError(msg)
-    return items
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backends",
-        type=_backend_list,
+        type=comma_separated(BACKENDS),
         default=BACKENDS,
         metavar="LIST",
         help=f"comma-separated, default every one installed: {','.join(BACKENDS)}",

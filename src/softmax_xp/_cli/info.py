@@ -12,9 +12,19 @@ from typing import Any
 
 import numpy as np
 
-from ._targets import LIBRARIES, describe_error, library, targets
+from .._backends import BACKENDS, describe_error, library, targets
 
-__all__ = ["collect", "format_info", "run"]
+__all__ = ["LIBRARIES", "collect", "format_info", "run"]
+
+# what `info` lists, (import name, distribution name, role): NumPy and the
+# libraries around it, every other backend of the registry, the bfloat16 dtypes
+LIBRARIES: tuple[tuple[str, str, str], ...] = (
+    ("numpy", "numpy", "backend"),
+    ("array_api_compat", "array-api-compat", "dependency"),
+    ("scipy", "scipy", "peer"),
+    *((b.name, b.dist or b.name, "backend") for b in BACKENDS if b.name != "numpy"),
+    ("ml_dtypes", "ml_dtypes", "dtypes"),
+)
 
 
 def _path(put: Any) -> str:

@@ -26,19 +26,16 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
+from .._backends import fast_path_modules
 from .._compat import Namespace, library_of
 
 __all__ = ["force_generic", "generic_forced", "path_of", "runner_for"]
 
 Runner = Callable[..., Any]
 
-# libraries with a fast path; CuPy has none yet (no GPU to test a kernel on)
-_MODULES = {
-    "numpy": "numpy",
-    "torch": "torch",
-    "jax": "jax",
-    "dask": "dask",
-}
+# libraries with a fast path, from the registry of backends; CuPy has none yet
+# (no GPU to test a kernel on)
+_MODULES = fast_path_modules()
 
 _FORCED_DEFAULT = os.environ.get("SOFTMAX_XP_FORCE_GENERIC", "").strip().lower() in {
     "1",
