@@ -398,7 +398,9 @@ def merge_states(
     r_lo = xp.where(first, r2, r1)
     tie = m1 == m2
     zero = xp.zeros_like(hi)
-    shift_ = xp.where(tie, zero, xp.where(tie, zero, lo) - xp.where(tie, zero, hi))
+    # lo - hi, -inf where it overflows (a -max side against a +max one), unwarned
+    gap = subtract_max(xp, xp.where(tie, zero, lo), xp.where(tie, zero, hi))
+    shift_ = xp.where(tie, zero, gap)
     rest = r_hi + (r_lo + 1) * xp.exp(shift_)
     # m1 >= NaN is False, so only m1's NaN needs a pick
     m = xp.where(xp.isnan(m1), m1, hi)
