@@ -3,7 +3,7 @@
 Both formulations of the fast path run here on CPU tensors: the eager one
 (fused kernel, one read of its output, data-dependent fix-ups) and the
 branch-free one that CUDA tensors and ``torch.compile`` take, switched on with
-the module's ``FORCE_BRANCH_FREE`` flag. Every case is compared with the
+the module's ``branch_free()`` context manager. Every case is compared with the
 generic core (``force_generic``) on the same input: NaN, +-inf and exact zeros
 in the same places, finite values within a few units of the compute dtype.
 
@@ -50,12 +50,12 @@ def _fast_path_on() -> Iterator[None]:
 
 
 @pytest.fixture(params=["eager", "branch-free"])
-def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def path(request: pytest.FixtureRequest) -> Iterator[str]:
     """Which formulation of the fast path runs (the device one, on CPU tensors)."""
     from softmax_xp._fast import torch as fast_torch
 
-    monkeypatch.setattr(fast_torch, "FORCE_BRANCH_FREE", request.param == "branch-free")
-    return str(request.param)
+    with fast_torch.branch_free(request.param == "branch-free"):
+        yield str(request.param)
 
 
 def _t(a: Any, dtype: str | None = None) -> Any:
@@ -571,7 +571,8 @@ def _softmax64(v: list[float]) -> list[float]:
 
 
 # (x, its dtype, dtype=, x as dtype= rounds it): values beyond the new range
-# become +-inf, as IEEE rounding does (DESIGN §2, "dtype= narrowing casts first")
+# become +-inf, as IEEE rounding does (docs/decisions.md, "what a narrowing
+# ``dtype=`` rounds")
 NARROWING = [
     ([1e308, 0.0], "float64", "float32", [INF, 0.0]),
     ([-1e308, 0.0, 1.0], "float64", "float32", [-INF, 0.0, 1.0]),
@@ -586,7 +587,7 @@ NARROWING = [
 
 
 def _contract_row(kind: str, v: list[float]) -> Any:
-    """The contract's table (DESIGN §2) for one slice without NaN."""
+    """The contract's table (docs/contract.md) for one slice without NaN."""
     if kind == "softmin":
         v = [-a for a in v]
     if kind == "logsumexp":
@@ -646,7 +647,10 @@ def test_dtype_narrowing_casts_first(
 
 
 def test_logsumexp_sign_under_narrowing_stays_one() -> None:
-    """-70000 rounds to -inf in float16, but something was left: sign 1 (DESIGN §2)."""
+    """-70000 rounds to -inf in float16, but something was left: sign 1.
+
+    docs/decisions.md, "``return_sign`` under a narrowing ``dtype=``".
+    """
     import torch
 
     lse, sign = sx.logsumexp(
@@ -1036,7 +1040,8 @@ def _declined(case: dict[str, Any], x: Any, extra: dict[str, Any]) -> bool:
 def test_hypothesis_fast_matches_generic(case: dict[str, Any]) -> None:
     """Values, special positions and gradients of both paths agree (issue 10, part 5).
 
-    ``dtype=`` casts first (DESIGN §2): the generic side gets ``x`` already cast.
+    ``dtype=`` casts first (docs/decisions.md, "what a narrowing ``dtype=``
+    rounds"): the generic side gets ``x`` already cast.
     """
     import torch
 
@@ -1062,14 +1067,11 @@ def test_hypothesis_fast_matches_generic(case: dict[str, Any]) -> None:
     if case["out"] is not None and not _declined(case, x, extra):
         # the generic core computes a narrowing dtype= in the compute dtype
         # rather than casting first (reported); return_sign keeps the sign of
-        # the exact total (DESIGN §2)
+        # the exact total (docs/decisions.md)
         x_generic = x.to(getattr(torch, case["out"]))
     before = x.clone()
-    try:
-        fast_torch.FORCE_BRANCH_FREE = case["branch_free"]
+    with fast_torch.branch_free(case["branch_free"]):
         fast = _as_tuple(_hcall(case, x, extra))
-    finally:
-        fast_torch.FORCE_BRANCH_FREE = False
     with sx.force_generic():
         gen = _as_tuple(_hcall(case, x_generic, extra))
     assert torch.equal(x.isnan(), before.isnan())
@@ -1104,12 +1106,8 @@ def test_hypothesis_fast_matches_generic(case: dict[str, Any]) -> None:
         kw = {**extra}
         if t is not None:
             kw["temperature"] = xs[1]
-        try:
-            fast_torch.FORCE_BRANCH_FREE = branch_free
-            with sx.force_generic(force):
-                y = _as_tuple(_hcall(case, xs[0], kw))[0]
-        finally:
-            fast_torch.FORCE_BRANCH_FREE = False
+        with fast_torch.branch_free(branch_free), sx.force_generic(force):
+            y = _as_tuple(_hcall(case, xs[0], kw))[0]
         if not y.requires_grad:
             return [np.zeros(a.shape) for a in xs]
         # a cotangent on every output, the constant (masked, special) ones too;
