@@ -323,6 +323,16 @@ def test_dtype_keyword_and_half_overflow(kind: str, src: str, dtype: str) -> Non
         _check(kind, x, axis, dtype=np.dtype(dtype))
 
 
+@pytest.mark.usefixtures("tiny_slabs")
+@pytest.mark.parametrize("kind", KINDS)
+def test_integers_with_a_half_dtype(kind: str) -> None:
+    # integers reach a narrowing dtype= through the compute dtype, as in the
+    # generic core (input_rounding); beyond float16's range they become +-inf
+    x = np.random.default_rng(9).integers(-70_000, 70_000, size=(30, 50))
+    for axis in (-1, 0):
+        _check(kind, x, axis, dtype=np.dtype(np.float16))
+
+
 def _masks(shape: tuple[int, int], rng: np.random.Generator) -> dict[str, Any]:
     full = rng.random(shape) < 0.6
     full[3] = False  # a fully masked row
@@ -711,7 +721,7 @@ def test_reshaped_makes_views_or_declines(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 # --------------------------------------------------------------------------
-# return_sign: the sign of the exact total, taken before rounding (DESIGN §2)
+# return_sign: the sign of the exact total, taken before rounding (docs/contract.md)
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,11 @@
-"""NumPy: a cache-blocked kernel that writes the output once.
+"""NumPy: a cache-blocked kernel for finite slices that writes the output once.
 
 The generic core makes about a dozen full-size temporaries; here the work is
 split into slabs of half a MiB that stay in the CPU cache while the maximum,
 the shift, ``exp``, the sum and the scaling run over them, each a ufunc
 writing into the output or a slab-sized buffer (``out=``). Nothing full-size
-is allocated but the output.
+is allocated but the output. Timings behind the choices below are in
+docs/performance.md.
 
 Layout. The input is viewed, without a copy, as ``(O, N, I)``: the reduced
 axes merged into ``N``, the other axes into an outer ``O`` and an inner ``I``
@@ -13,39 +14,43 @@ first; the output is laid out to match). With ``I == 1`` the slabs are blocks
 of whole rows. Otherwise (``axis=0`` of a C-ordered array, Fortran order)
 the slices are columns: small problems take whole ``(o, N, I)`` boxes, larger
 ones blocks of full-width rows, so that the reductions combine contiguous
-rows elementwise (narrow boxes of full columns ran NumPy's inner loops over
-a few elements each, 5-20x slower). A slice too long for one slab (64 x
-1,000,000; 1-D; those columns) is done in three sweeps: its maximum, then the
-shifted ``exp`` and its sum chunk by chunk (kept in the output where it can
-hold them), then the scaling. Layouts that do not merge (a kept axis between
+rows elementwise (narrow boxes of full columns would run NumPy's inner loops
+over a few elements each). A slice too long for one slab (64 x 1,000,000;
+1-D; those columns) is done in three sweeps: its maximum, then the shifted
+``exp`` and its sum chunk by chunk (kept in the output where it can hold
+them), then the scaling. Layouts that do not merge (a kept axis between
 reduced ones in memory) go to the generic core.
 
-Tricks, each measured on a loaded 2-core Xeon (AVX-512, NumPy 2.4):
+Special slices (maximum NaN, ``+inf``, or nothing left) are rare; their
+rules live in the shared kernels (``_kernels``, docs/contract.md), not here.
+Each slab first runs the finite formula unchecked, under
+``np.errstate(invalid="raise")``: a slice whose maximum is ``+-inf`` makes
+``inf - inf`` in the shift, and the slab is done again as a block of one
+chunk (below). A NaN slice raises nothing and needs nothing: the finite
+formula fills it with NaN. Masked slabs, whose masked entries must stay 0 /
+``-inf``, check their maxima. A block (long slices, or such a slab) checks
+its maxima and, where one is not finite, takes ``z`` from the shared
+``shift`` (piece by piece, so that its temporaries stay small), divides by
+``1 + s'`` as the generic core does, and finishes with the shared ``poison``
+and ``lse_from_state``.
+
+The finite hot loop:
 
 - the row maximum comes from ``argmax`` plus a gather for rows up to 1024:
-  NumPy's ``argmax`` loops over rows without the ufunc machinery, 2-3x
-  faster than ``max(axis=-1)`` there; its index also marks the one maximum
-  that the log1p form keeps out of the sum.
+  NumPy's ``argmax`` loops over rows without the ufunc machinery; its index
+  also marks the one maximum that the log1p form keeps out of the sum.
 - contiguous rows are summed by BLAS (``dot`` with ones) in blocks of 128,
   whose sums are summed again: at that length one BLAS dot is as accurate as
   NumPy's 8-way unrolled block sum, so this is NumPy's pairwise sum in two
-  levels, at a third of its cost (a plain BLAS row sum of 4096 measured 4x
-  NumPy's error; the contract's 4-ulp bound has no room for it).
-- columns (axis 1 of ``(o, N, I)`` slabs) are summed pairwise by halving
-  (``_column_sum``), and the chunk sums of a long slice by a binary counter
-  (``_Pairwise``): NumPy adds a non-contiguous axis row after row, which
-  cost 10 ulp on 1,000-long columns; halving costs no more time.
+  levels, at a fraction of its cost (a plain BLAS sum of a long row is less
+  accurate than the contract's bounds allow).
+- columns (axis 1 of ``(o, N, I)`` slabs) and the chunk sums of a long slice
+  are summed pairwise by halving (``_column_sum``, ``_fold``): NumPy adds a
+  non-contiguous axis row after row, an error growing like its length.
 - the ufunc buffer is set to a row's length (when at least 128): with the
   default 8192 elements NumPy copies a broadcast ``(rows, 1)`` operand through
-  its buffers, which made ``x - m`` and the division 3-4x slower than the
-  same ufunc on a scalar. For shorter rows smaller buffers cost more.
-- special slices (NaN, ``+inf``, nothing left) are rare, so each slab first
-  runs the finite formula unchecked, under ``np.errstate(invalid="raise")``:
-  a slice whose maximum is ``+-inf`` makes ``inf - inf`` in the shift, and
-  the slab is done again with the contract's rebuilding of ``z`` (as in the
-  generic core). A NaN slice raises nothing and needs nothing: the finite
-  formula fills it with NaN (masked slabs are checked explicitly, as their
-  masked entries must stay 0 / ``-inf``).
+  its buffers, which makes ``x - m`` and the division several times slower
+  than the same ufunc on a scalar. For shorter rows smaller buffers cost more.
 - log1p form: with the maximum's ``exp`` set to 0 before the sum, the sum is
   ``s'`` itself (tied maxima add their 1 each). Where no ``argmax`` is at
   hand, ``s' = S - 1`` is exact enough once ``S >= 2``, and the slices with
@@ -56,28 +61,29 @@ Tricks, each measured on a loaded 2-core Xeon (AVX-512, NumPy 2.4):
   ``np.errstate`` once the maxima are known to be moderate.
 - float16 / bfloat16 slabs are copied into float32 first and rounded once,
   by a copy, at the end: NumPy's half-precision loops and its float32 ->
-  float16 cast inside a ufunc's ``out=`` measured 5-10x slower than float32
-  work. Integers and float32-for-float64 work are cast by the ufuncs on the
-  fly. float32 logsumexp is computed in float64, as ``Call.compute_dtype``
-  says for NumPy.
+  float16 cast inside a ufunc's ``out=`` are much slower than float32 work.
+  Integers and float32-for-float64 work are cast by the ufuncs on the fly.
+  float32 logsumexp is computed in float64, as ``Call.compute_dtype`` says.
 
-No thread pool: on the 2-core machine a second thread gave nothing (``exp``
-alone is memory-bound there), and a default right for 2 and 64 cores would
-need a measurement this module cannot make. Each call keeps its buffers to
-itself, the helper vectors it caches are read-only, and the ufunc settings
-(``np.errstate``, buffer size) are per thread and restored on exit, so
-concurrent calls from many threads are safe.
+No thread pool: ``exp`` alone is memory-bound on few cores, and a default
+right for 2 and 64 cores would need a measurement this module cannot make.
+Each call keeps its buffers to itself, the helper vectors it caches are
+read-only, and the ufunc settings (``np.errstate``, buffer size) are per
+thread and restored on exit, so concurrent calls from many threads are safe.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._call import Call
+from .. import _kernels as kernels
+from .._call import Call, input_rounding
+from .._compat import array_namespace, dtype_kind
 
 __all__ = ["run"]
 
@@ -95,111 +101,141 @@ ARGMAX_ROW = 1024
 # MIN_BUFSIZE (shorter buffers cost more)
 SMALL = 1 << 14
 MIN_BUFSIZE = 128
+# elements per call of the shared shift on a special chunk (it makes temporaries)
+SHIFT_PIECE = 1 << 13
 
-_INF = math.inf
+# NumPy's array-api-compat namespace, for the shared kernels
+NP = array_namespace(np.empty(0))
+
+
+@dataclass(slots=True)
+class _Setup:
+    """What every slab of one call needs to know."""
+
+    kind: str
+    compute_dtype: np.dtype
+    result_dtype: np.dtype  # of the array the slabs write (logsumexp's sign: compute)
+    load: bool  # whether slabs are copied into a compute-dtype buffer (_load) first
+    negate: bool = False
+    scalar_t: float | None = None  # a Python float temperature
+    rounding: np.dtype | None = None  # the narrowing dtype= x is rounded to first
+
+
+class _Piece(NamedTuple):
+    """Matching parts of the input, the output, the mask and the temperature."""
+
+    x: np.ndarray
+    out: np.ndarray
+    where: np.ndarray | None
+    temp: np.ndarray | None
+
+    def part(self, index: Any) -> _Piece:
+        w, t = self.where, self.temp
+        w, t = (None if w is None else w[index]), (None if t is None else t[index])
+        return _Piece(self.x[index], self.out[index], w, t)
 
 
 def run(kind: str, call: Call, **opts: Any) -> Any:
     """``_generic.<kind>(call, **opts)`` computed slab by slab, or ``NotImplemented``."""
-    x = call.x
-    if type(x) is not np.ndarray and not isinstance(x, np.memmap):
+    compute = np.dtype(call.compute_dtype)
+    if not _covered(call, compute):
         return NotImplemented
-    if call.b is not None or x.size == 0:  # no weights: call.shape is x's
-        return NotImplemented
-    cd = np.dtype(call.compute_dtype)
-    od = np.dtype(call.out_dtype)
-    if cd.kind != "f" or x.dtype.kind not in "biufV":  # complex logsumexp
-        return NotImplemented
-    negate = bool(opts.get("negate", False))
-    # the sign is that of the exact total: taken before the rounding to od
-    rd = cd if opts.get("return_sign", False) else od
-    # a narrowing dtype= rounds x to od first, as the generic core does, even
-    # where the work is wider (half outputs, float32 logsumexp in float64)
-    # (logsumexp, a reduction, rounds half outputs once at the end: float32)
-    nominal = od if kind != "logsumexp" or od.itemsize > 4 else np.dtype(np.float32)
-    via = None
-    if nominal not in (cd, x.dtype) and not np.can_cast(x.dtype, nominal):
-        via = nominal
-    t = call.temperature
-    axes, nd = call.axes, x.ndim
-    if (
-        via is None
-        and axes
-        and axes[0] == nd - len(axes)
-        and (x.dtype == cd or np.can_cast(x.dtype, cd, "safe"))
-        and t is None
-        and call.where is None
-        and not negate
-        and x.flags.c_contiguous
-        and x.size <= SMALL
-    ):
-        # the common small call: trailing axes, nothing to load, one slab
-        res = _one_slab(kind, x, nd - len(axes), cd, rd if kind == "logsumexp" else od)
-        return _finish(kind, call, od, res, opts)
-    plan = _plan(x, axes)
-    if plan is None:
-        return NotImplemented
-    scalar_t = t if isinstance(t, float) else None
-    where = None if call.where is None else _view(call.where, x.shape, plan)
-    temp = None if t is None or scalar_t is not None else _view(t, x.shape, plan)
-    # slabs are copied into a compute-dtype buffer first unless the ufuncs can
-    # read x as it is (a safe cast: integers, float32 for float64 work)
-    load = (
-        negate
-        or via is not None
-        or where is not None
-        or t is not None
-        or (x.dtype != cd and not np.can_cast(x.dtype, cd, "safe"))
-        or x.dtype.itemsize == 2  # half floats: their ufunc loops are slow
-    )
-    ctx = _Ctx(kind, cd, load, negate, scalar_t, via)
-    if kind == "logsumexp":
-        res = np.empty(plan.batch_shape, rd)
-        out3 = res.reshape(plan.o, 1, plan.i)
+    if _fits_one_slab(call, compute, opts):
+        res = _one_slab(kind, call, compute, opts)
     else:
-        res = np.empty(plan.perm_shape, od)
-        out3 = res.reshape(plan.o, plan.n, plan.i)
-    with _alarm():
-        # errstate restores the buffer size with NumPy 2's context, not with 1.26
-        bufsize = np.getbufsize()
-        try:
-            _sweep(ctx, plan, out3, where, temp)
-        finally:
-            if np.getbufsize() != bufsize:
-                np.setbufsize(bufsize)
-    if kind != "logsumexp":
-        return _arrange(res, plan.inverse, plan.flip)
-    lse = _arrange(res, plan.batch_inverse, plan.batch_flip)
-    return _finish(kind, call, od, lse, opts)
+        plan = _plan(call.x, call.axes)
+        if plan is None:
+            return NotImplemented
+        res = _by_slabs(_setup(kind, call, opts), plan, call)
+    return _finish(kind, call, res, opts)
+
+
+def _covered(call: Call, compute: np.dtype) -> bool:
+    """NumPy input without weights, non-empty, real: ``call.shape`` is ``x``'s."""
+    x = call.x
+    numpy = type(x) is np.ndarray or isinstance(x, np.memmap)
+    real = compute.kind == "f" and x.dtype.kind in "biufV"
+    return numpy and real and call.b is None and x.size != 0
+
+
+def _setup(kind: str, call: Call, opts: dict[str, Any]) -> _Setup:
+    x, t = call.x, call.temperature
+    compute = np.dtype(call.compute_dtype)
+    negate = bool(opts.get("negate", False))
+    rounding = _rounding(call, compute)
+    load = negate or rounding is not None or call.where is not None or t is not None
+    cast = x.dtype != compute and not np.can_cast(x.dtype, compute, "safe")
+    return _Setup(
+        kind=kind,
+        compute_dtype=compute,
+        result_dtype=_result_dtype(call, compute, opts),
+        # half floats are loaded too: their ufunc loops are slow
+        load=load or cast or x.dtype.itemsize == 2,
+        negate=negate,
+        scalar_t=t if isinstance(t, float) else None,
+        rounding=rounding,
+    )
+
+
+def _result_dtype(call: Call, compute: np.dtype, opts: dict[str, Any]) -> np.dtype:
+    """The output dtype, but the compute dtype for logsumexp's sign (that of the exact total)."""
+    return compute if opts.get("return_sign") else np.dtype(call.out_dtype)
+
+
+def _rounding(call: Call, compute: np.dtype) -> np.dtype | None:
+    """The narrowing ``dtype=`` rule (``input_rounding``) for ``x``, as a rounding step.
+
+    Non-floating ``x`` is seen in the compute dtype, as by the generic core;
+    a rounding to the compute dtype itself is the cast ``_load`` makes anyway.
+    """
+    x = call.x
+    if x.dtype == call.out_dtype:  # (the common case: nothing to round)
+        return None
+    floating = dtype_kind(NP, x.dtype) == "real floating"
+    target = input_rounding(call, x.dtype if floating else compute)
+    return None if target is None or target == compute else np.dtype(target)
+
+
+def _fits_one_slab(call: Call, compute: np.dtype, opts: dict[str, Any]) -> bool:
+    """The common small call: trailing axes of a C-ordered ``x``, nothing to load but half floats."""
+    x, axes = call.x, call.axes
+    if x.size > SMALL or not axes or axes[0] != x.ndim - len(axes):
+        return False
+    plain = call.temperature is None and call.where is None and not opts.get("negate")
+    safe = x.dtype == compute or np.can_cast(x.dtype, compute, "safe")
+    return plain and safe and x.flags.c_contiguous and _rounding(call, compute) is None
 
 
 def _one_slab(
-    kind: str, x: np.ndarray, keep: int, cd: np.dtype, od: np.dtype
+    kind: str, call: Call, compute: np.dtype, opts: dict[str, Any]
 ) -> np.ndarray:
     """A C-ordered ``x`` that fits in one slab, reduced over its trailing axes."""
+    x, keep = call.x, call.x.ndim - len(call.axes)
     r = math.prod(x.shape[:keep])
     x2 = x.reshape(r, x.size // r)
-    if kind == "logsumexp":
-        res = np.empty(x.shape[:keep], od)
-        y2 = res.reshape(r, 1)
-    else:
-        res = np.empty(x.shape, od)
+    if kind != "logsumexp":
+        res = np.empty(x.shape, call.out_dtype)
         y2 = res.reshape(x2.shape)
-        if od == cd == x.dtype and _unguarded(kind, x2, y2):
+        if res.dtype == compute == x.dtype and _without_errstate(kind, x2, y2):
             return res
-    with _alarm():
-        ctx = _Ctx(kind, cd, x.dtype.itemsize == 2, False, None)
-        _slab(ctx, _Buffers(cd, x.size), x2, y2, None, None, rows=True)
+    # nothing to mask, negate, divide or round (_fits_one_slab); half floats are loaded
+    result = _result_dtype(call, compute, opts)
+    setup = _Setup(kind, compute, result, load=x.dtype.itemsize == 2)
+    if kind == "logsumexp":
+        res = np.empty(x.shape[:keep], setup.result_dtype)
+        y2 = res.reshape(r, 1)
+    with _raise_on_invalid():
+        _slab(setup, _Buffers(compute, x.size), _Piece(x2, y2, None, None), rows=True)
     return res
 
 
-def _unguarded(kind: str, x2: np.ndarray, y2: np.ndarray) -> bool:
+def _without_errstate(kind: str, x2: np.ndarray, y2: np.ndarray) -> bool:
     """Softmax or log_softmax of a few C-ordered rows, if every maximum is moderate.
 
     Once the maxima are known to be finite and below ``sqrt(max)`` (checked in
     Python: NumPy would warn on an overflowing check), ``x - m`` can neither
     overflow nor make a NaN, so the finite formula runs without changing the
-    ufunc error settings, which alone costs about a tenth of such a call.
+    ufunc error settings, which alone costs a noticeable part of such a call.
     Only an underflow can then signal; a caller's ``np.errstate(under="raise")``
     makes this return ``False``, and the call takes the general path.
     """
@@ -211,13 +247,13 @@ def _unguarded(kind: str, x2: np.ndarray, y2: np.ndarray) -> bool:
     if n <= ARGMAX_ROW:  # as _max, without its layers
         flat = x2.argmax(axis=1)
         flat += _offsets(r, n)
-        mv = x2.reshape(-1).take(flat)
+        m = x2.reshape(-1).take(flat)
     else:
-        mv = np.maximum.reduce(x2, axis=1)
-    if not all(-bound < v < bound for v in mv.tolist()):  # NaN fails too
+        m = np.maximum.reduce(x2, axis=1)
+    if not all(-bound < v < bound for v in m.tolist()):  # NaN fails too
         return False
     try:
-        np.subtract(x2, mv[:, None], out=y2)
+        np.subtract(x2, m[:, None], out=y2)
         if kind == "softmax":
             np.exp(y2, out=y2)
             np.divide(y2, _sum(y2, rows=True), out=y2)
@@ -232,48 +268,23 @@ def _unguarded(kind: str, x2: np.ndarray, y2: np.ndarray) -> bool:
 _MODERATE = {np.dtype(np.float32): 2.0**63, np.dtype(np.float64): 2.0**511}
 
 
-def _finish(
-    kind: str, call: Call, od: np.dtype, res: np.ndarray, opts: dict[str, Any]
-) -> Any:
+def _finish(kind: str, call: Call, res: np.ndarray, opts: dict[str, Any]) -> Any:
     """logsumexp's options applied to its result."""
     if kind != "logsumexp":
         return res
     if opts.get("keepdims", False):
         res = np.expand_dims(res, call.axes)
-    if opts.get("return_sign", False):
-        # res is still in the compute dtype: the sign of what was left, even
-        # where the value rounds to -inf in od
-        return _round(res, od), _sign(res, od)
-    return res
-
-
-def _round(res: np.ndarray, od: np.dtype) -> np.ndarray:
-    """``res`` rounded once to ``od`` (beyond its range: +-inf, without a warning)."""
-    if res.dtype == od:
+    if not opts.get("return_sign", False):
         return res
-    with np.errstate(over="ignore"):
-        return res.astype(od)
+    # res is still in the compute dtype: the sign of what was left (1), even
+    # where the value rounds to -inf; 0 where nothing was; NaN with NaN
+    sign = kernels.poison(NP, res, NP.astype(res > -math.inf, res.dtype))
+    return kernels.round_to(NP, res, call.out_dtype), NP.astype(sign, call.out_dtype)
 
 
-def _alarm() -> np.errstate:
-    """The ufunc error settings of a call (see _slab); one object per call, per thread."""
+def _raise_on_invalid() -> np.errstate:
+    """The ufunc error settings of a call: only ``inf - inf`` signals (see ``_slab``)."""
     return np.errstate(over="ignore", under="ignore", divide="ignore", invalid="raise")
-
-
-def _arrange(
-    res: np.ndarray, inverse: tuple[int, ...] | None, flip: tuple[slice, ...] | None
-) -> np.ndarray:
-    """The result in the input's axis order (indexing a 0-d array would give a scalar)."""
-    if inverse is not None:
-        res = res.transpose(inverse)
-    return res if flip is None else res[flip]
-
-
-def _sign(lse: np.ndarray, od: np.dtype) -> np.ndarray:
-    """1 where something was left, 0 where nothing was, NaN with NaN (as the generic core)."""
-    sign = np.array(lse > -_INF, dtype=od)
-    np.copyto(sign, np.nan, where=np.isnan(lse))
-    return sign
 
 
 # --------------------------------------------------------------------------
@@ -283,71 +294,52 @@ def _sign(lse: np.ndarray, od: np.dtype) -> np.ndarray:
 @dataclass(slots=True)
 class _Plan:
     x3: np.ndarray  # the input as (O, N, I), a view
-    o: int
-    n: int
-    i: int
-    flip: tuple[slice, ...] | None  # ::-1 on the axes with negative strides
-    perm: tuple[int, ...] | None  # axes in the order of x3's groups (None: as is)
-    perm_shape: tuple[int, ...]
-    inverse: tuple[int, ...] | None
-    batch_shape: tuple[int, ...]  # logsumexp: the kept axes, in that order
-    batch_inverse: tuple[int, ...] | None
-    batch_flip: tuple[slice, ...] | None
+    perm: tuple[int, ...] | None = (
+        None  # axes in the order of x3's groups (None: as is)
+    )
+    flip: tuple[slice, ...] | None = None  # ::-1 on the axes with negative strides
 
 
 def _plan(x: np.ndarray, axes: tuple[int, ...]) -> _Plan | None:
     """The ``(O, N, I)`` view of ``x`` (see the module docstring), or ``None``."""
-    shape, nd, k = x.shape, x.ndim, len(axes)
-    if k and x.flags.c_contiguous and axes[0] == nd - k:
+    shape, keep = x.shape, x.ndim - len(axes)
+    if axes and x.flags.c_contiguous and axes[0] == keep:
         # the common case, trailing axes of a C-ordered array, without sorting
-        n = math.prod(shape[nd - k :])
-        o = x.size // n
-        return _Plan(
-            x.reshape(o, n, 1), o, n, 1, None, None, shape, None, shape[: nd - k],
-            None, None,
-        )  # fmt: skip
-    red = set(axes)
-    flips = [a for a in range(nd) if x.strides[a] < 0 and shape[a] > 1]
-    flip = (
-        tuple(slice(None, None, -1) if a in flips else slice(None) for a in range(nd))
-        if flips
-        else None
-    )
+        n = math.prod(shape[keep:])
+        return _Plan(x3=x.reshape(x.size // n, n, 1))
+    flip = _flip(x)
     xf = x if flip is None else x[flip]
-    strides = xf.strides
-    order = sorted(
-        (a for a in range(nd) if shape[a] > 1), key=lambda a: (-strides[a], a)
+    groups = _groups(xf, axes)
+    if groups is None:
+        return None  # a kept axis lies between reduced ones in memory
+    ones = [a for a in range(x.ndim) if shape[a] == 1]
+    perm = (*ones, *(a for g in groups for a in g))
+    x3 = _reshaped(
+        xf.transpose(perm), tuple(math.prod(shape[a] for a in g) for g in groups)
     )
-    reds = [a for a in order if a in red]
-    if reds:
-        first, last = order.index(reds[0]), order.index(reds[-1])
-        if last - first + 1 != len(reds):
-            return None  # a kept axis lies between reduced ones in memory
-        outer, inner = order[:first], order[last + 1 :]
-    else:
-        outer, inner = [], order
-    perm = (*(a for a in range(nd) if shape[a] == 1), *outer, *reds, *inner)
-    o = math.prod(shape[a] for a in outer)
-    n = math.prod(shape[a] for a in reds)
-    i = math.prod(shape[a] for a in inner)
-    x3 = _reshaped(xf.transpose(perm), (o, n, i))
-    if x3 is None:
+    return None if x3 is None else _Plan(x3=x3, perm=perm, flip=flip)
+
+
+def _flip(x: np.ndarray) -> tuple[slice, ...] | None:
+    """The index that reverses the axes with negative strides, or ``None``."""
+    rev = [x.strides[a] < 0 and x.shape[a] > 1 for a in range(x.ndim)]
+    if not any(rev):
         return None
-    batch = [a for a in perm if a not in red]
-    kept = sorted(batch)
-    return _Plan(
-        x3=x3,
-        o=o,
-        n=n,
-        i=i,
-        flip=flip,
-        perm=perm,
-        perm_shape=tuple(shape[a] for a in perm),
-        inverse=tuple(perm.index(a) for a in range(nd)),
-        batch_shape=tuple(shape[a] for a in batch),
-        batch_inverse=tuple(batch.index(a) for a in kept),
-        batch_flip=None if flip is None else tuple(flip[a] for a in kept),
+    return tuple(slice(None, None, -1) if r else slice(None) for r in rev)
+
+
+def _groups(x: np.ndarray, axes: tuple[int, ...]) -> list[list[int]] | None:
+    """The outer, reduced and inner axes of ``x`` (longer than 1) in memory order."""
+    order = sorted(
+        (a for a in range(x.ndim) if x.shape[a] > 1), key=lambda a: (-x.strides[a], a)
     )
+    reds = [a for a in order if a in axes]
+    if not reds:
+        return [[], [], order]
+    first, last = order.index(reds[0]), order.index(reds[-1])
+    if last - first + 1 != len(reds):
+        return None
+    return [order[:first], reds, order[last + 1 :]]
 
 
 def _view(a: Any, shape: tuple[int, ...], plan: _Plan) -> np.ndarray:
@@ -361,9 +353,8 @@ def _view(a: Any, shape: tuple[int, ...], plan: _Plan) -> np.ndarray:
         arr = arr[plan.flip]
     if plan.perm is not None:
         arr = arr.transpose(plan.perm)
-    target = (plan.o, plan.n, plan.i)
-    view = _reshaped(arr, target)
-    return np.ascontiguousarray(arr).reshape(target) if view is None else view
+    view = _reshaped(arr, plan.x3.shape)
+    return np.ascontiguousarray(arr).reshape(plan.x3.shape) if view is None else view
 
 
 # reshape(copy=False) exists from NumPy 2.1 on (the floor is 2.0)
@@ -389,109 +380,73 @@ def _reshaped(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
 # slab schedule
 
 
-class _Ctx:
-    """What every slab of one call needs to know."""
-
-    __slots__ = ("cd", "kind", "load", "negate", "scalar_t", "via")
-
-    def __init__(
-        self,
-        kind: str,
-        cd: np.dtype,
-        load: bool,
-        negate: bool,
-        scalar_t: float | None,
-        via: np.dtype | None = None,
-    ) -> None:
-        self.via = via  # the dtype x is rounded to before the compute dtype
-        self.kind = kind
-        self.cd = cd  # compute dtype
-        self.load = load  # whether slabs go through _load first
-        self.negate = negate
-        self.scalar_t = scalar_t
-
-
 class _Buffers:
-    """Slab-sized scratch arrays in the compute dtype, made on first use."""
+    """Slab-sized scratch arrays in the compute dtype, by name, each made on first use.
 
-    __slots__ = ("_a", "_b", "_c", "_cd", "size")
+    ``"work"``: the loaded slab, then ``z``, then (softmax) ``exp(z)``;
+    ``"exps"``: ``exp(z)`` where ``z`` is kept (log_softmax);
+    ``"halves"``: the first level of a pairwise column sum.
+    """
 
-    def __init__(self, cd: np.dtype, size: int) -> None:
-        self.size = size
-        self._cd = cd
-        self._a: np.ndarray | None = None
-        self._b: np.ndarray | None = None
-        self._c: np.ndarray | None = None  # column sums' scratch
+    __slots__ = ("_arrays", "_dtype", "_size")
 
-    def a(self, shape: tuple[int, ...]) -> np.ndarray:
-        if self._a is None:
-            self._a = np.empty(self.size, self._cd)
-        return self._a[: math.prod(shape)].reshape(shape)
+    def __init__(self, dtype: np.dtype, size: int) -> None:
+        self._dtype, self._size = dtype, size
+        self._arrays: dict[str, np.ndarray] = {}
 
-    def b(self, shape: tuple[int, ...]) -> np.ndarray:
-        if self._b is None:
-            self._b = np.empty(self.size, self._cd)
-        return self._b[: math.prod(shape)].reshape(shape)
-
-    def c(self, shape: tuple[int, ...]) -> np.ndarray:
-        if self._c is None:
-            self._c = np.empty(self.size, self._cd)
-        return self._c[: math.prod(shape)].reshape(shape)
+    def take(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        flat = self._arrays.get(name)
+        if flat is None:
+            flat = self._arrays[name] = np.empty(self._size, self._dtype)
+        return flat[: math.prod(shape)].reshape(shape)
 
 
-def _sweep(
-    ctx: _Ctx,
-    plan: _Plan,
-    out3: np.ndarray,
-    where: np.ndarray | None,
-    temp: np.ndarray | None,
-) -> None:
-    """Run the kernel over slabs of ``plan.x3`` writing ``out3``."""
-    x3, o, n, i = plan.x3, plan.o, plan.n, plan.i
-    width = max(ctx.cd.itemsize, x3.dtype.itemsize)
-    slab = max(1, SLAB_BYTES // width)  # elements per slab
-    big = x3.size > SMALL
+def _by_slabs(setup: _Setup, plan: _Plan, call: Call) -> np.ndarray:
+    """The result of a call larger than one slab, in ``x``'s axis order."""
+    x, t, lse = call.x, call.temperature, setup.kind == "logsumexp"
+    where = None if call.where is None else _view(call.where, x.shape, plan)
+    temp = None if t is None or isinstance(t, float) else _view(t, x.shape, plan)
+    order = range(x.ndim) if plan.perm is None else plan.perm
+    shape = [1 if lse and a in call.axes else x.shape[a] for a in order]
+    res = np.empty(shape, setup.result_dtype)
+    o, n, i = plan.x3.shape
+    whole = _Piece(plan.x3, res.reshape(o, 1 if lse else n, i), where, temp)
+    with _raise_on_invalid():  # (restores the buffer size _sweep may set, NumPy >= 2)
+        _sweep(setup, whole)
+    if plan.perm is not None:
+        res = res.transpose([plan.perm.index(a) for a in range(x.ndim)])
+    res = res if plan.flip is None else res[plan.flip]
+    return np.squeeze(res, axis=call.axes) if lse else res
 
-    def part(a: np.ndarray | None, s: Any) -> np.ndarray | None:
-        return None if a is None else a[s]
 
-    if i == 1:
-        x2, y2 = x3[:, :, 0], out3[:, :, 0]
-        w2, t2 = part(where, (Ellipsis, 0)), part(temp, (Ellipsis, 0))
-        if n <= slab:
-            if big:
-                _bufsize(n)
-            step = max(1, slab // n)
-            bufs = _Buffers(ctx.cd, min(step, o) * n)
-            for a in range(0, o, step):
-                s = slice(a, a + step)
-                _slab(ctx, bufs, x2[s], y2[s], part(w2, s), part(t2, s), rows=True)
-        else:  # long rows: one row at a time, in chunks
-            bufs = _Buffers(ctx.cd, slab)
-            for a in range(o):
-                s = slice(a, a + 1)
-                _chunked(ctx, bufs, slab, x2[s], y2[s], part(w2, s), part(t2, s))
-        return
-    if n * i <= slab:
-        # whole (ob, N, I) boxes in cache (few, short slices)
-        ob = max(1, slab // (n * i))
-        bufs = _Buffers(ctx.cd, min(ob, o) * n * i)
-        for a in range(0, o, ob):
-            s = slice(a, a + ob)
-            _slab(ctx, bufs, x3[s], out3[s], part(where, s), part(temp, s), rows=False)
-        return
-    # blocks (1, N, ib) in chunks of whole rows: the reductions combine
-    # contiguous rows elementwise (narrow boxes of full columns would run
-    # NumPy's inner loops over a few elements each, measured 5-20x slower)
-    ib = min(i, LONG_INNER)
-    if big:
-        _bufsize(ib)
-    bufs = _Buffers(ctx.cd, max(slab, ib))
-    clen = max(1, slab // ib)
-    for a in range(o):
-        for b in range(0, i, ib):
-            s3 = (slice(a, a + 1), slice(None), slice(b, b + ib))
-            _chunked(ctx, bufs, clen, x3[s3], out3[s3], part(where, s3), part(temp, s3))
+def _sweep(setup: _Setup, whole: _Piece) -> None:
+    """Run the kernel over slabs of ``whole`` (an ``(O, N, I)`` piece)."""
+    o, n, i = whole.x.shape
+    compute = setup.compute_dtype
+    slab = max(1, SLAB_BYTES // max(compute.itemsize, whole.x.dtype.itemsize))
+    tune_bufsize = whole.x.size > SMALL
+    if n * i <= slab:  # rows, or whole (ob, N, I) boxes (few, short slices), in cache
+        rows = i == 1
+        if rows and tune_bufsize:
+            _bufsize(n)
+        step = max(1, slab // (n * i))
+        bufs = _Buffers(compute, min(step, o) * n * i)
+        piece = whole.part((Ellipsis, 0)) if rows else whole
+        for a in range(0, o, step):
+            _slab(setup, bufs, piece.part(slice(a, a + step)), rows=rows)
+    elif i == 1:  # long rows: one row at a time, in chunks
+        bufs, long_rows = _Buffers(compute, slab), whole.part((Ellipsis, 0))
+        for a in range(o):
+            _block(setup, bufs, long_rows.part(slice(a, a + 1)), slab)
+    else:  # blocks (1, N, ib) in chunks of whole rows (see the module docstring)
+        ib = min(i, LONG_INNER)
+        if tune_bufsize:
+            _bufsize(ib)
+        bufs = _Buffers(compute, max(slab, ib))
+        for a in range(o):
+            for b in range(0, i, ib):
+                part = whole.part((slice(a, a + 1), slice(None), slice(b, b + ib)))
+                _block(setup, bufs, part, max(1, slab // ib))
 
 
 def _bufsize(inner: int) -> None:
@@ -500,104 +455,84 @@ def _bufsize(inner: int) -> None:
         np.setbufsize(inner // 16 * 16)
 
 
+def _slab(setup: _Setup, bufs: _Buffers, piece: _Piece, *, rows: bool) -> None:
+    """One slab that fits in cache: every pass runs while it is there.
+
+    The finite formula runs first, unchecked: a slice whose maximum is +-inf
+    makes ``inf - inf`` in the shift, which raises under ``_raise_on_invalid``,
+    and the slab is done again as a block of one chunk (``_block``), where
+    such slices take the shared kernels' ``z``. A NaN slice needs no alarm:
+    the finite formula fills it with NaN, which is the answer.
+    """
+    try:
+        if _finite_slab(setup, bufs, piece, rows=rows):
+            return
+    except FloatingPointError:
+        pass
+    _block(setup, bufs, piece, piece.x.shape[1])
+
+
 # --------------------------------------------------------------------------
-# kernels
+# the finite formula
 
 
-@dataclass(slots=True)
-class _Special:
-    """Slices whose maximum is not finite, in keepdims shape."""
-
-    bad: np.ndarray  # maximum NaN or +-inf
-    fin: np.ndarray
-    m_safe: np.ndarray  # the maximum where finite, else 0
-    pinf: np.ndarray | None  # maximum +inf (None: no such slice)
-    nan: np.ndarray | None  # maximum NaN (None: no such slice)
-
-
-def _special(m: np.ndarray) -> _Special | None:
-    """``None`` when every maximum is finite (one reduction: their sum is)."""
-    if math.isfinite(np.add.reduce(m, axis=None)):
-        return None
-    fin = np.isfinite(m)
-    if fin.all():  # the sum overflowed
-        return None
-    pinf = m == _INF
-    nan = np.isnan(m)
-    return _Special(
-        bad=~fin,
-        fin=fin,
-        m_safe=np.where(fin, m, 0),
-        pinf=pinf if pinf.any() else None,
-        nan=nan if nan.any() else None,
-    )
-
-
-# read-only helper vectors, made once: (length, dtype) -> ones, (rows, n) -> offsets
-_ONES: dict[tuple[int, np.dtype], np.ndarray] = {}
-_OFFSETS: dict[tuple[int, int], np.ndarray] = {}
-
-
+# read-only helper vectors, made once per (length, dtype) and (rows, length)
+@functools.lru_cache(maxsize=256)
 def _ones(n: int, dt: np.dtype) -> np.ndarray:
-    ones = _ONES.get((n, dt))
-    if ones is None:
-        ones = np.ones(n, dt)
-        ones.flags.writeable = False
-        _ONES[n, dt] = ones
+    ones = np.ones(n, dt)
+    ones.flags.writeable = False
     return ones
 
 
+@functools.lru_cache(maxsize=256)
 def _offsets(rows: int, n: int) -> np.ndarray:
     """Flat index of each row's start in a C-ordered ``(rows, n)`` slab."""
-    off = _OFFSETS.get((rows, n))
-    if off is None:
-        off = np.arange(0, rows * n, n)
-        off.flags.writeable = False
-        if len(_OFFSETS) > 256:  # many shapes: keep the cache small
-            _OFFSETS.clear()
-        _OFFSETS[rows, n] = off
+    off = np.arange(0, rows * n, n)
+    off.flags.writeable = False
     return off
 
 
-def _load(
-    ctx: _Ctx,
-    xs: np.ndarray,
-    ws: np.ndarray | None,
-    ts: np.ndarray | None,
-    dst: np.ndarray,
-) -> np.ndarray:
-    """``xs`` in the compute dtype, masked, negated and divided by temperature, into ``dst``.
+def _load(setup: _Setup, piece: _Piece, dst: np.ndarray) -> np.ndarray:
+    """``piece.x`` in the compute dtype, masked, negated and divided by temperature, into ``dst``.
 
-    The order is the generic core's: mask (masked entries read ``-inf`` after
-    any negation), negate, then divide the finite values by the temperature.
+    The order is the generic core's: round to a narrowing ``dtype=``, mask
+    (masked entries read ``-inf`` after any negation), negate, then divide
+    the finite values by the temperature.
     """
-    cd = ctx.cd
-    if ctx.via is not None:
-        with np.errstate(over="ignore"):  # overflow to +-inf is IEEE's rounding
-            xs = xs.astype(ctx.via)  # a slab-sized copy
-    if ws is not None:
-        dst.fill(-_INF)
-        if ctx.negate:
-            np.negative(xs, out=dst, where=ws, dtype=cd, casting="unsafe")
-        else:
-            np.copyto(dst, xs, casting="unsafe", where=ws)
-    elif ctx.negate:
-        np.negative(xs, out=dst, dtype=cd, casting="unsafe")
-    elif ctx.scalar_t is not None:
+    compute, scalar_t, xs, ws = (
+        setup.compute_dtype,
+        setup.scalar_t,
+        piece.x,
+        piece.where,
+    )
+    if setup.rounding is not None:
+        # kernels.round_to by a cast (overflow to +-inf is IEEE's rounding, and
+        # silent under the call's error settings): round_to's clamps made
+        # dtype= calls 1.3-2.3x slower (docs/performance.md)
+        xs = xs.astype(setup.rounding)  # a slab-sized copy
+    if ws is None and scalar_t is not None and not setup.negate:
         # x / t keeps +-inf and NaN as they are: no need to pick finite values
-        np.divide(xs, ctx.scalar_t, out=dst, dtype=cd, casting="unsafe")
+        np.divide(xs, scalar_t, out=dst, dtype=compute, casting="unsafe")
         return dst
+    if ws is not None:
+        dst.fill(-math.inf)
+    where = True if ws is None else ws
+    if setup.negate:
+        np.negative(xs, out=dst, where=where, dtype=compute, casting="unsafe")
     else:
-        np.copyto(dst, xs, casting="unsafe")
-    if ctx.scalar_t is not None:
-        np.divide(dst, ctx.scalar_t, out=dst)
-    elif ts is not None:
-        np.divide(dst, ts, out=dst, where=np.isfinite(dst), dtype=cd, casting="unsafe")
+        np.copyto(dst, xs, casting="unsafe", where=where)
+    if scalar_t is not None:
+        np.divide(dst, scalar_t, out=dst)
+    elif piece.temp is not None:
+        finite = np.isfinite(dst)
+        np.divide(
+            dst, piece.temp, out=dst, where=finite, dtype=compute, casting="unsafe"
+        )
     return dst
 
 
 def _max(
-    cd: np.dtype, src: np.ndarray, rows: bool
+    compute: np.dtype, src: np.ndarray, rows: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Slice maxima (keepdims, compute dtype) and, for rows, the flat index of one."""
     flat = None
@@ -608,27 +543,9 @@ def _max(
         m = src.reshape(-1).take(flat)[:, None]
     else:
         m = np.maximum.reduce(src, axis=1, keepdims=True)
-    if m.dtype != cd:
-        m = m.astype(cd)
+    if m.dtype != compute:
+        m = m.astype(compute)
     return m, flat
-
-
-def _shift(
-    ctx: _Ctx, src: np.ndarray, m: np.ndarray, sp: _Special | None, dst: np.ndarray
-) -> None:
-    """``z = src - m`` into ``dst`` (which may be ``src``), special slices rebuilt.
-
-    As in the generic core: in a slice whose maximum is not finite, the
-    ``+inf`` entries of a ``+inf`` slice become 0 and everything else ``-inf``.
-    """
-    if sp is None:
-        np.subtract(src, m, out=dst, dtype=ctx.cd, casting="unsafe")
-        return
-    hit = None if sp.pinf is None else np.equal(src, _INF) & sp.pinf
-    np.subtract(src, sp.m_safe, out=dst, dtype=ctx.cd, casting="unsafe")
-    np.copyto(dst, -_INF, where=sp.bad)
-    if hit is not None:
-        np.copyto(dst, 0.0, where=hit)
 
 
 def _sum(e: np.ndarray, rows: bool, bufs: _Buffers | None = None) -> np.ndarray:
@@ -664,15 +581,15 @@ def _column_sum(e: np.ndarray, bufs: _Buffers | None) -> np.ndarray:
     runs along a contiguous inner loop), an error growing like ``N`` ulps.
     Here the two halves of the rows are added elementwise, and so on:
     ``log2(N)`` roundings deep, as many additions as NumPy's, each a
-    contiguous elementwise ``add`` (measured as fast as ``add.reduce`` or
-    faster, much faster for narrow ``I``).
+    contiguous elementwise ``add`` into one slab-sized buffer (as fast as
+    ``add.reduce`` or faster, much faster for narrow ``I``).
     """
     o, n, i = e.shape
     if n <= 2:
         return np.add.reduce(e, axis=1, keepdims=True)
     h = n // 2
     shape = (o, n - h, i)
-    parts = np.empty(shape, e.dtype) if bufs is None else bufs.c(shape)
+    parts = np.empty(shape, e.dtype) if bufs is None else bufs.take("halves", shape)
     np.add(e[:, :h], e[:, n - h :], out=parts[:, :h])
     if n - h > h:  # the middle row of an odd count waits for the next level
         parts[:, h] = e[:, h]
@@ -688,32 +605,6 @@ def _fold(parts: np.ndarray) -> np.ndarray:
         np.add(parts[:, :h], parts[:, k - h : k], out=parts[:, :h])
         k -= h
     return parts[:, :1]
-
-
-class _Pairwise:
-    """Chunk sums added one by one and combined pairwise (a binary counter).
-
-    A running total would add a rounding per chunk; this keeps the depth at
-    ``log2(chunks)`` with ``log2(chunks)`` partial sums held.
-    """
-
-    __slots__ = ("_stack",)
-
-    def __init__(self) -> None:
-        self._stack: list[tuple[int, np.ndarray]] = []
-
-    def add(self, s: np.ndarray) -> None:
-        level = 0
-        while self._stack and self._stack[-1][0] == level:
-            s = self._stack.pop()[1] + s
-            level += 1
-        self._stack.append((level, s))
-
-    def total(self) -> np.ndarray:
-        _, s = self._stack[-1]
-        for _, t in reversed(self._stack[:-1]):
-            s = t + s
-        return s
 
 
 def _tail(
@@ -740,181 +631,143 @@ def _store(work: np.ndarray, ys: np.ndarray) -> None:
     """The one rounding to a narrower output dtype, unless ``work`` is the output.
 
     A separate cast: NumPy's float32 -> float16 conversion inside a ufunc with
-    ``out=`` a float16 array measured 7x slower than this copy.
+    ``out=`` a float16 array is much slower than this copy.
     """
     if work is not ys:
         np.copyto(ys, work, casting="unsafe")
 
 
-def _poison(sp: _Special | None, ys: np.ndarray, ws: np.ndarray | None) -> None:
-    """NaN over the NaN slices, masked entries excepted."""
-    if sp is None or sp.nan is None:
-        return
-    np.copyto(ys, np.nan, where=sp.nan if ws is None else sp.nan & ws)
-
-
-def _lse(m: np.ndarray, sp: _Special | None, tail: np.ndarray, out: np.ndarray) -> None:
-    if sp is None:
-        val = m + np.log1p(tail)
-    else:
-        val = np.where(sp.fin, sp.m_safe + np.log1p(tail), m)
-    np.copyto(out, val, casting="unsafe")
-
-
-def _slab(
-    ctx: _Ctx,
-    bufs: _Buffers,
-    xs: np.ndarray,
-    ys: np.ndarray,
-    ws: np.ndarray | None,
-    ts: np.ndarray | None,
-    *,
-    rows: bool,
-) -> None:
-    """One slab that fits in cache: every pass runs while it is there.
-
-    The finite formula runs first, unchecked: a slice whose maximum is +-inf
-    makes ``inf - inf`` in the shift, which raises under the caller's
-    ``invalid='raise'``, and the slab is then done again with the contract's
-    special cases. A NaN slice needs no alarm: the finite formula fills it
-    with NaN, which is the answer (masked inputs are checked explicitly, as
-    their masked entries must stay 0 / ``-inf``).
-    """
-    try:
-        _kernel(ctx, bufs, xs, ys, ws, ts, rows=rows, check=ws is not None)
-    except FloatingPointError:
-        with np.errstate(all="ignore"):
-            _kernel(ctx, bufs, xs, ys, ws, ts, rows=rows, check=True)
-
-
-def _kernel(
-    ctx: _Ctx,
-    bufs: _Buffers,
-    xs: np.ndarray,
-    ys: np.ndarray,
-    ws: np.ndarray | None,
-    ts: np.ndarray | None,
-    *,
-    rows: bool,
-    check: bool,
-) -> None:
-    kind = ctx.kind
-    direct = kind != "logsumexp" and ys.dtype == ctx.cd
-    work = ys if direct else bufs.a(xs.shape)
-    src = _load(ctx, xs, ws, ts, work) if ctx.load else xs
-    m, flat = _max(ctx.cd, src, rows)
-    sp = _special(m) if check else None
-    _shift(ctx, src, m, sp, work)
+def _finite_slab(setup: _Setup, bufs: _Buffers, piece: _Piece, *, rows: bool) -> bool:
+    """The finite formula on a slab in cache; ``False`` for a masked slab with a special slice."""
+    kind, compute, ys = setup.kind, setup.compute_dtype, piece.out
+    direct = kind != "logsumexp" and ys.dtype == compute
+    work = ys if direct else bufs.take("work", piece.x.shape)
+    src = _load(setup, piece, work) if setup.load else piece.x
+    m, flat = _max(compute, src, rows)
+    if piece.where is not None and not np.isfinite(m).all():
+        return False
+    np.subtract(src, m, out=work, dtype=compute, casting="unsafe")
     if kind == "softmax":
         np.exp(work, out=work)
-        s = _sum(work, rows, bufs)
-        if sp is not None:
-            np.copyto(s, 1.0, where=s == 0.0)
-        np.divide(work, s, out=work)
-        _store(work, ys)
-        _poison(sp, ys, ws)
-        return
-    e = bufs.b(xs.shape) if kind == "log_softmax" else work
-    np.exp(work, out=e)
-    tail = _tail(e, flat, rows, bufs)
-    if kind == "log_softmax":
-        np.subtract(work, np.log1p(tail), out=work)
-        _store(work, ys)
-        _poison(sp, ys, ws)
+        np.divide(work, _sum(work, rows, bufs), out=work)
     else:
-        _lse(m, sp, tail, ys)
-
-
-def _chunked(
-    ctx: _Ctx,
-    bufs: _Buffers,
-    clen: int,
-    xb: np.ndarray,
-    yb: np.ndarray,
-    wb: np.ndarray | None,
-    tb: np.ndarray | None,
-) -> None:
-    """A block whose slices are too long for one slab, in chunks along them.
-
-    Three sweeps: the maximum; ``exp(z)`` and its sum (kept in the output when
-    it can hold them); the scaling (recomputing ``exp`` where it could not).
-    """
-    with np.errstate(all="ignore"):  # slices are checked explicitly here
-        _chunked_block(ctx, bufs, clen, xb, yb, wb, tb)
-
-
-def _chunked_block(
-    ctx: _Ctx,
-    bufs: _Buffers,
-    clen: int,
-    xb: np.ndarray,
-    yb: np.ndarray,
-    wb: np.ndarray | None,
-    tb: np.ndarray | None,
-) -> None:
-    kind, cd = ctx.kind, ctx.cd
-    rows = xb.ndim == 2
-    parts = [slice(j, j + clen) for j in range(0, xb.shape[1], clen)]
-    direct = kind != "logsumexp" and yb.dtype == cd
-
-    def source(s: slice, dst: np.ndarray) -> np.ndarray:
-        xs = xb[:, s]
-        if not ctx.load:
-            return xs
-        ws = None if wb is None else wb[:, s]
-        ts = None if tb is None else tb[:, s]
-        return _load(ctx, xs, ws, ts, dst)
-
-    if ctx.load:
-        m = np.full(xb[:, :1].shape, -_INF, cd)
-        for s in parts:
-            src = source(s, bufs.a(xb[:, s].shape))
-            np.maximum(m, np.maximum.reduce(src, axis=1, keepdims=True), out=m)
-    else:
-        m = np.maximum.reduce(xb, axis=1, keepdims=True).astype(cd, copy=False)
-    sp = _special(m)
-
-    def shifted(s: slice, dst: np.ndarray) -> None:
-        _shift(ctx, source(s, dst), m, sp, dst)
-
-    acc = _Pairwise()
-    for s in parts:
-        shape = xb[:, s].shape
-        work = yb[:, s] if direct else bufs.a(shape)
-        shifted(s, work)
-        e = bufs.b(shape) if (direct and kind == "log_softmax") else work
+        e = bufs.take("exps", work.shape) if kind == "log_softmax" else work
         np.exp(work, out=e)
-        acc.add(_sum(e, rows, bufs))
-    total = acc.total()
-    if kind != "softmax":
-        small = total < 2.0
-        tail = total - 1.0
-        if small.any():  # see _tail: sum again without the one maximum
-            again = _Pairwise()
-            for s in parts:
-                e = bufs.a(xb[:, s].shape)
-                shifted(s, e)
-                np.exp(e, out=e)
-                np.copyto(e, 0.0, where=(e == 1.0) & small)
-                again.add(_sum(e, rows, bufs))
-            tail = np.where(small, again.total(), tail)
+        log_sum = np.log1p(_tail(e, flat, rows, bufs))
         if kind == "logsumexp":
-            _lse(m, sp, tail, yb)
-            return
-        total = np.log1p(tail)
-    elif sp is not None:
-        np.copyto(total, 1.0, where=total == 0.0)
-    op = np.divide if kind == "softmax" else np.subtract
-    if direct:  # one streaming pass over the block
-        op(yb, total, out=yb)
-        _poison(sp, yb, wb)
+            np.copyto(ys, m + log_sum, casting="unsafe")
+            return True
+        np.subtract(work, log_sum, out=work)
+    _store(work, ys)
+    return True
+
+
+class _Chunks:
+    """A block of slices read in chunks along them (longer than a slab, or special).
+
+    Made with the first sweep: the slice maxima ``m`` and whether one is not
+    finite (``special``: then ``z`` is the shared kernels').
+    """
+
+    __slots__ = ("_block", "_bufs", "_setup", "m", "parts", "special")
+
+    def __init__(self, setup: _Setup, bufs: _Buffers, block: _Piece, length: int):
+        self._setup, self._bufs, self._block = setup, bufs, block
+        self.parts = [slice(j, j + length) for j in range(0, block.x.shape[1], length)]
+        if setup.load:  # chunk by chunk, as loaded
+            m = np.full(block.x[:, :1].shape, -math.inf, setup.compute_dtype)
+            for s in self.parts:
+                chunk = self.loaded(s, bufs.take("work", block.x[:, s].shape))
+                np.maximum(m, np.maximum.reduce(chunk, axis=1, keepdims=True), out=m)
+        else:  # one reduction over the block
+            m = np.maximum.reduce(block.x, axis=1, keepdims=True)
+        self.m = m.astype(setup.compute_dtype, copy=False)
+        self.special = not np.isfinite(self.m).all()
+
+    def loaded(self, s: slice, dst: np.ndarray) -> np.ndarray:
+        """Chunk ``s`` as the finite formula reads it (into ``dst`` where it must be loaded)."""
+        chunk = self._block.part((slice(None), s))
+        return _load(self._setup, chunk, dst) if self._setup.load else chunk.x
+
+    def shifted(self, s: slice, dst: np.ndarray) -> np.ndarray:
+        """``z`` of chunk ``s``, into ``dst``."""
+        compute, src = self._setup.compute_dtype, self.loaded(s, dst)
+        if not self.special:
+            np.subtract(src, self.m, out=dst, dtype=compute, casting="unsafe")
+            return dst
+        # the shared shift, on pieces of SHIFT_PIECE: it makes a few temporaries
+        step = max(1, SHIFT_PIECE * dst.shape[1] // dst.size)
+        for j in range(0, dst.shape[1], step):
+            src_j = src[:, j : j + step].astype(compute, copy=False)
+            dst[:, j : j + step] = kernels.shift(NP, src_j, (1,), self.m).z
+        return dst
+
+    def exp_sums(self, out: np.ndarray | None, small: np.ndarray | None = None) -> Any:
+        """Sums of ``exp(z)``, pairwise; where ``small``, without the terms equal to 1.
+
+        ``exp(z)`` (softmax) or ``z`` (log_softmax) is kept in ``out``.
+        """
+        kind, bufs, rows = self._setup.kind, self._bufs, self._block.x.ndim == 2
+        counter: list[tuple[int, np.ndarray]] = []
+        keep_z = out is not None and kind == "log_softmax"
+        for s in self.parts:
+            shape = self._block.x[:, s].shape
+            z = self.shifted(s, bufs.take("work", shape) if out is None else out[:, s])
+            e = bufs.take("exps", shape) if keep_z else z
+            np.exp(z, out=e)
+            if small is not None:
+                np.copyto(e, 0.0, where=(e == 1.0) & small)
+            _count(counter, _sum(e, rows, bufs))
+        return _fold(np.concatenate([part for _, part in counter], axis=1))
+
+    def scale(self, by: np.ndarray, direct: bool) -> None:
+        """The output: ``exp(z) / by`` (softmax) or ``z - by``, NaN slices poisoned."""
+        softmax, out = self._setup.kind == "softmax", self._block.out
+        op = np.divide if softmax else np.subtract
+        if direct:  # exp(z) or z is in the output already: one streaming pass
+            op(out, by, out=out)
+        for s in self.parts:
+            chunk = self._block.part((slice(None), s))
+            if not direct:
+                work = self.shifted(s, self._bufs.take("work", chunk.x.shape))
+                op(np.exp(work, out=work) if softmax else work, by, out=work)
+                _store(work, chunk.out)
+            if self.special:
+                np.copyto(chunk.out, kernels.poison(NP, self.m, chunk.out, chunk.where))
+
+
+def _count(counter: list[tuple[int, np.ndarray]], s: np.ndarray) -> None:
+    """Add ``s`` to a binary counter of partial sums (pairwise: ``log2(count)`` deep)."""
+    level = 0
+    while counter and counter[-1][0] == level:
+        s = counter.pop()[1] + s
+        level += 1
+    counter.append((level, s))
+
+
+def _block(setup: _Setup, bufs: _Buffers, block: _Piece, length: int) -> None:
+    """A block of slices in three sweeps over chunks of ``length``.
+
+    The maximum; ``exp(z)`` and its sum, kept in the output when it can hold
+    them; the scaling, in one pass over the output or, where it could not
+    hold them, recomputing ``exp`` chunk by chunk. Where a maximum is not
+    finite, the divisor is the log1p form's ``1 + s'`` (``S`` is 0 where
+    nothing is left), as in the generic core, and the finish the shared
+    ``lse_from_state``.
+    """
+    chunks = _Chunks(setup, bufs, block, length)
+    kind = setup.kind
+    direct = kind != "logsumexp" and block.out.dtype == setup.compute_dtype
+    total = chunks.exp_sums(block.out if direct else None)
+    if kind == "softmax" and not chunks.special:
+        chunks.scale(total, direct)
         return
-    for s in parts:
-        ys = yb[:, s]
-        work = bufs.a(ys.shape)
-        shifted(s, work)
-        if kind == "softmax":
-            np.exp(work, out=work)
-        op(work, total, out=work)
-        _store(work, ys)
-        _poison(sp, ys, None if wb is None else wb[:, s])
+    small = total < 2.0  # see _tail: S < 2 is summed again without the term 1
+    tail = total - 1.0
+    if small.any():
+        tail = np.where(small, chunks.exp_sums(None, small), tail)
+    if kind == "logsumexp":
+        lse = kernels.lse_from_state(NP, chunks.m, tail)
+        np.copyto(block.out, lse, casting="unsafe")
+    else:
+        chunks.scale(1.0 + tail if kind == "softmax" else np.log1p(tail), direct)
