@@ -30,7 +30,7 @@ the log1p form drops the maximum's term before summing, otherwise it uses
 6-row blocks differ from the 12-row result by 1-2 ulp, 4-row blocks happen to
 agree. What both sides do share is the rounding of ``x / temperature`` and of
 ``x - max`` (the same IEEE operations on the same elements), and the contract
-bounds each side against the exact result of those rounded shifts (DESIGN §2,
+bounds each side against the exact result of those rounded shifts (docs/contract.md,
 docs/accuracy.md): softmax and log_softmax within 4 eps relative, logsumexp
 within 2 ulp (no cancellation allowance: every finite slice maximum of the
 data is >= 0, asserted below). So the two results may differ by 8 eps

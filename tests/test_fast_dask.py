@@ -1,9 +1,10 @@
 """The Dask fast path (``_fast/dask.py``) against the generic core it optimises.
 
-The fast path summarises every slice by ``(m, s')`` in one pass over the
-input (``dask.array.reduction`` with the online-normaliser combination) and
-writes the output in one map over blocks; when every reduced axis lies in one
-chunk it runs the NumPy path on each block instead. Checked here: each input
+The fast path summarises every slice by the streaming normaliser's
+``(m, rest)`` state in one pass over the input (one task per block, merged
+by ``dask.array.reduction``) and writes the output in one map over blocks;
+when every reduced axis lies in one chunk it runs the NumPy path on each
+block instead. Checked here: each input
 chunk is read at most twice (by the graph, and by counting reads while
 computing), nothing is computed during a call, and the answers equal the
 generic core's (``softmax_xp.force_generic``) on the contract's special
@@ -449,19 +450,20 @@ def test_input_untouched_and_output_fresh() -> None:
 
 
 def test_combination_is_an_online_normaliser() -> None:
-    """The (m, s') combination: neutral element, +inf counts, ties, order-free."""
-    from softmax_xp._fast.dask import STATS, _combine
+    """The (m, rest) merge of the reduction: neutral element, +inf counts, ties, order-free."""
+    from softmax_xp._fast.dask import _merge_states
+
+    state = np.dtype([("m", np.float64), ("rest", np.float64)])
 
     def summary(m: float, s: float) -> np.ndarray:
-        out = np.empty((1,), dtype=STATS)
-        out["m"], out["s"] = m, s
+        out = np.empty((1,), dtype=state)
+        out["m"], out["rest"] = m, s
         return out
 
     def merged(*parts: np.ndarray) -> tuple[float, float]:
-        acc = parts[0]
-        for p in parts[1:]:
-            acc = _combine(acc, p, np.float64)
-        return float(acc["m"][0]), float(acc["s"][0])
+        # nested as dask.array.reduction(concatenate=False) hands them over
+        acc = _merge_states([list(parts[:1]), list(parts[1:])], dtype=state)
+        return float(acc["m"][0]), float(acc["rest"][0])
 
     nothing = summary(NINF, -1.0)
     a, b = summary(2.0, 0.5), summary(0.0, 0.25)
@@ -579,7 +581,7 @@ def test_zero_length_chunks_equal_numpy(kind: str, case: str) -> None:
 @pytest.mark.parametrize("src", [np.float32, np.float64])
 def test_logsumexp_sign_before_rounding(chunks: tuple[int, int], src: Any) -> None:
     # -70000 is finite where float16 is computed; the total rounds to -inf in
-    # float16, but something was left: sign 1 (DESIGN §2); a slice of -inf: 0
+    # float16, but something was left: sign 1 (docs/contract.md); a slice of -inf: 0
     x = np.full((4, 3), -70000.0, src)
     x[1] = NINF
     lse, sign = sx.logsumexp(

@@ -273,6 +273,30 @@ def test_integer_input_and_dtype_option() -> None:
     assert_same(sx.logsumexp(xi), _generic(sx.logsumexp, xi), jnp.float64)
 
 
+def test_narrowing_dtype_rounds_the_input_first() -> None:
+    """dtype=float16 rounds x to float16 before anything (``_call.input_rounding``).
+
+    1000.4 is 1000.5 in float16: the softmax of ``[1000.5, 1000]``, not of
+    ``[1000.4, 1000]`` computed in float32 and rounded at the end.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.asarray([[1000.4, 1000.0], [7e4, 6.5e4]], dtype=jnp.float32)
+    for name, fn in FUNCS.items():
+
+        def f(v: Any, fn: Any = fn) -> Any:
+            return fn(v, axis=1, dtype=jnp.float16)
+
+        want = np.asarray(_generic(f, x))
+        for got in (f(x), jax.jit(f)(x)):
+            np.testing.assert_array_equal(np.asarray(got), want, name, strict=True)
+    # logsumexp rounds to float32, its compute dtype: the same as x here
+    want = _generic(sx.logsumexp, x, axis=1, dtype=jnp.float16)
+    got = sx.logsumexp(x, axis=1, dtype=jnp.float16)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want), strict=True)
+
+
 # ===========================================================================
 # Derivatives: the generic autodiff's, with the contract's zeros
 
@@ -706,7 +730,7 @@ def test_overflow_made_by_the_caller_under_jit() -> None:
 
 
 def test_sign_of_a_total_that_rounds_to_zero() -> None:
-    """DESIGN §2: the sign of the exact total, 1 when something was left."""
+    """docs/contract.md: the sign of the exact total, 1 when something was left."""
     import jax
     import jax.numpy as jnp
 
@@ -727,7 +751,7 @@ def test_sign_of_a_total_that_rounds_to_zero() -> None:
 
 
 # ===========================================================================
-# Masked entries: their outputs are constants (DESIGN §2)
+# Masked entries: their outputs are constants (docs/contract.md)
 
 
 def _deleted_row_vjp(name: str, x: np.ndarray, t: Any, g: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ float64, must:
   on one device. Across devices XLA adds per-device partial sums, so the
   order of the additions changes and so do the last bits (measured: up to
   3 ulp relative apart). There both results must keep the contract's bounds
-  against mpmath (DESIGN §2: softmax and log_softmax within 4 ulp relative of
+  against mpmath (docs/contract.md: softmax and log_softmax within 4 ulp relative of
   the exact result for ``fl(x - max)``, logsumexp within 2 ulp plus the
   cancellation allowance of ``tests/test_accuracy.py``) and have the same
   NaN, infinities and zeros;
@@ -261,7 +261,7 @@ def _references(case_key: tuple[str, str, str], output: str) -> tuple[Any, Any]:
     """``(exact, allowance)`` per element (softmax-like) or per slice (logsumexp).
 
     softmax and log_softmax are measured against the exact result for
-    ``fl(x - max)`` on regular slices, as DESIGN §2 states their bound; the
+    ``fl(x - max)`` on regular slices, as docs/contract.md states their bound; the
     special slices' exact results are the contract table's.
     """
     case = Case.make(*case_key)
@@ -564,10 +564,11 @@ def test_vmap_over_sharded_rows() -> None:
 
 # XLA:CPU's all-reduce of a maximum drops a NaN held by one device (and with
 # it, sometimes, a larger number on that device: see the docs page). The fast
-# path needs no NaN from the maximum (u - m carries it into every sum); the
-# generic core restores it with a NaN-carrying sum (_generic._shift), without
-# which the masked entries of a NaN row read NaN instead of 0 / -inf and
-# return_sign gives 1, not NaN.
+# path needs no NaN from the maximum (u - m carries it into every sum, and
+# logsumexp hands the sum's NaN back to m); the generic core gets a maximum
+# that adds the slice's NaNs to it (_fast/jax.py's _nan_carrying_max, its
+# slice_max), without which the masked entries of a NaN row read NaN instead
+# of 0 / -inf and return_sign gives 1, not NaN.
 @pytest.mark.parametrize("option", ["plain", "masked"])
 def test_generic_core_sharded(option: str) -> None:
     # the generic core (what force_generic runs) keeps the data in place too;
@@ -584,6 +585,34 @@ def test_generic_core_sharded(option: str) -> None:
         compiled, hlo = _compile(fn, *sharded[:2])
     assert_no_gather(hlo, max_elements=lay.slices_per_device())
     _check_outputs(case, compiled(*sharded[:2]), None)
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["fast", "generic"])
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_nan_beside_inf_on_other_devices(generic: bool, jit: bool) -> None:
+    # a NaN and a +inf (or a large number) on different devices of one slice:
+    # the slice is NaN whatever the maximum taken across devices gives
+    lay = LAYOUTS["reduced-axis-sharded"]
+    x = np.array(X)
+    x[0, [9, 2]] = NAN, INF
+    x[1, [1, 14]] = NAN, INF
+    x[2, [5, 12]] = NAN, 1e300
+    x[3, :] = NINF
+    x[3, 6] = NAN
+    keep = np.ones(x.shape, dtype=bool)
+    keep[:4, [0, 15]] = False  # masked entries of a NaN row read 0 / -inf
+    sharded = [jax.device_put(v, lay.sharding()) for v in (x, keep)]
+    fn = functools.partial(_call_all, t=None, axis=1)
+    with sx.force_generic(generic):
+        outs = (jax.jit(fn) if jit else fn)(*sharded)
+    for name, out in outs.items():
+        got = np.asarray(out)[:4]
+        if name.startswith("logsumexp"):
+            assert np.isnan(got).all(), (name, got)
+            continue
+        fill = 0.0 if name in ("softmax", "softmin") else NINF
+        np.testing.assert_array_equal(got[:, [0, 15]], fill, err_msg=name)
+        assert np.isnan(got[:, 1:15]).all(), (name, got)
 
 
 # device(x) of a sharded JAX array is its sharding, which fits x's shape only:

@@ -5,20 +5,31 @@ compiled) one at a time; wrapping the whole computation in ``jax.jit`` per
 static configuration (kind, axes, shape, dtypes, which options are present)
 turns a call into one dispatch. Inside a caller's ``jit`` the inner ``jit`` is
 inlined. ``run_generic`` is the generic core compiled that way, with JAX's own
-autodiff (what :func:`softmax_xp.force_generic` runs on JAX); ``run`` is the
-fast path below, and runs ``run_generic`` for what it does not cover (weights
-``b``, complex logsumexp, ``axis=()``, empty input).
+autodiff and a NaN-carrying slice maximum (:func:`_nan_carrying_max`); it is
+what :func:`softmax_xp.force_generic` runs on JAX. ``run`` is the fast path
+below, and runs ``run_generic`` for what it does not cover (weights ``b``,
+complex logsumexp, ``axis=()``, empty input).
+
+Around the core everything is a shared kernel (``inputs``, ``poison``,
+``constant_where_masked``, ``round_to``, ``squeeze``) except the division by a
+Python-float temperature, a plain ``u / t``: for ``t > 0`` that is
+``kernels.divide``'s answer, and its selects would split the fusion below.
 
 One fusion. XLA:CPU hands ``reduce-max, subtract, exp, reduce-sum, divide``
-to one YNNPACK fusion that reads each row once, but a ``select``, a comparison
-or a ``clamp`` in the chain splits it into several passes (the generic core
-compiles to about 1.3x the time of ``jax.nn.softmax``). So the contract's
-special values are handled with ``min``, ``max``, ``floor`` and exact
-arithmetic only, and every row still gets the generic answer. Nothing relies
-on what XLA does not promise: it assumes a reduction's initial value is the
-identity (and drops it on length-1 axes), folds a caller's ``x * 4`` into a
-later scaling, and contracts a multiply and a subtraction into an FMA (which
-revives the finite value whose overflow made a ``+inf``):
+to one fusion that reads each row once, but a ``select``, a comparison or a
+``clamp`` in the chain splits it into several passes. The shared ``shift``,
+``log1p_tail`` and ``lse_from_state`` are made of selects and comparisons, so
+the core stays JAX-specific. Measured (docs/performance.md): jitted softmax,
+log_softmax and logsumexp on 4096x4096 float32, forward and gradient, medians
+interleaved, as ratios to ``jit(jax.nn.*)``: with the shared kernels in the
+core each takes more than 10% longer (the forwards 2x to 4x this core's time),
+except softmax's gradient. Here the contract's special values (docs/contract.md) are handled
+with ``min``, ``max``, ``floor`` and exact arithmetic only, and every row
+still gets the generic answer. Nothing relies on what XLA does not
+promise: it assumes a reduction's initial value is the identity (and drops it
+on length-1 axes), folds a caller's ``x * 4`` into a later scaling, and
+contracts a multiply and a subtraction into an FMA (which revives the finite
+value whose overflow made a ``+inf``):
 
 - ``m = max(reduce_max(u), -max_float)``: the reduction starts from ``-inf``,
   and an all ``-inf`` row gets a finite stand-in after it (``maximum`` keeps NaN).
@@ -27,23 +38,20 @@ revives the finite value whose overflow made a ``+inf``):
   finite maximum, ``max_float`` on ``+inf`` rows.
 - ``z = min(min(u, m) - c - d - d, 0)``; the first ``min`` changes no value but
   rounds ``u`` before any arithmetic (no FMA, no folded scaling). On a finite
-  row this is ``u - m`` rounded as IEEE does, ``-inf`` on overflow (the generic
-  ``_subtract_max``). On a ``+inf`` row ``+inf`` entries get ``z = 0`` and every
+  row this is ``u - m`` rounded as IEEE does, ``-inf`` on overflow (the shared
+  ``subtract_max``). On a ``+inf`` row ``+inf`` entries get ``z = 0`` and every
   finite one (``max_float`` included) lies three float ranges below: ``-inf``.
-  On an all ``-inf`` row every ``z`` is ``-inf``; NaN rows stay NaN.
+  On an all ``-inf`` row every ``z`` is ``-inf``; NaN rows stay NaN, even where
+  a sharded maximum dropped the NaN (``u - m`` carries it into every sum).
 - softmax is ``exp(z) / max(S, 1)``: a row with something left sums to at
   least 1 (its maxima count 1 each), a row with nothing left to 0.
 - The log1p form keeps the maxima out of the sum: ``floor(e)`` is 1 exactly
   where ``e = exp(z)`` is 1 (an entry so close to the maximum that its
   exponential rounds to 1 adds 1 whether it counts as a maximum or not), so
   ``s' = sum(e - floor(e)) + (sum(floor(e)) - 1)``. logsumexp is
-  ``m + log1p(s')`` (``log1p(-1) = -inf`` where nothing is left), log_softmax
-  ``z - log1p(max(s', 0))``.
-
-A ``where`` mask or an array temperature forms the input with the generic
-selects (masked NaNs must never reach an operation), and masked outputs are
-set to 0 / ``-inf`` at the end (a NaN row leaves them alone); a Python-float
-temperature is a plain division (for ``t > 0`` that is the generic answer).
+  ``m + log1p(s')`` (``log1p(-1) = -inf`` where nothing is left; the shared
+  ``lse_from_state``, whose selects guard a non-finite ``m``, measured several
+  times slower in the forward), log_softmax ``z - log1p(max(s', 0))``.
 
 Gradients. ``custom_jvp`` on the core, a function of the masked, negated and
 tempered input ``u``: masking and temperature stay under JAX's own autodiff
@@ -81,16 +89,9 @@ __all__ = ["run", "run_generic"]
 
 Axes = tuple[int, ...]
 
-_KERNELS: dict[str, Callable[..., Any]] = {
-    "softmax": _generic.softmax,
-    "log_softmax": _generic.log_softmax,
-    "logsumexp": _generic.logsumexp,
-    "logsumexp_state": _generic.logsumexp_state,
-}
-
-
 # ---------------------------------------------------------------------------
-# The core: arithmetic only, so that XLA keeps it in one fusion
+# The core: arithmetic only, so that XLA keeps it in one fusion. ``jnp`` is
+# the namespace the shared kernels get (what ``array_namespace`` gives JAX).
 
 
 def _shifted(u: Any, axes: Axes) -> tuple[Any, Any]:
@@ -105,16 +106,16 @@ def _shifted(u: Any, axes: Axes) -> tuple[Any, Any]:
     return m, z
 
 
-def _log1p_arg(e: Any, axes: Axes) -> Any:
-    """``s' = rest + (k - 1)``: k terms equal to 1, rest the sum of the others.
+def _log1p_arg(z: Any, axes: Axes) -> Any:
+    """``s' = rest + (k - 1)`` of ``e = exp(z)``: k terms equal to 1, rest the sum of the others.
 
     ``floor(e)`` is 1 exactly where ``e == 1`` (e lies in [0, 1]); ``s'`` is -1
     on a slice with nothing left.
     """
+    e = jnp.exp(z)
     ones = jnp.floor(e)
     rest = jnp.sum(e - ones, axis=axes, keepdims=True)
-    k = jnp.sum(ones, axis=axes, keepdims=True)
-    return rest + (k - 1.0)
+    return rest + (jnp.sum(ones, axis=axes, keepdims=True) - 1.0)
 
 
 def _flags(u: Any, axes: Axes) -> tuple[Any, Any]:
@@ -126,155 +127,108 @@ def _flags(u: Any, axes: Axes) -> tuple[Any, Any]:
     gradient in one fusion (NaN slices give NaN).
     """
     m, z = _shifted(lax.stop_gradient(u), axes)
-    big = float(np.finfo(m.dtype).max)
-    finite = jnp.exp(jnp.minimum(big - m * 0.25, 0.0))
+    finite = jnp.exp(jnp.minimum(float(np.finfo(m.dtype).max) - m * 0.25, 0.0))
     s = jnp.sum(jnp.exp(z), axis=axes, keepdims=True)  # >= 1, or 0: nothing left
     return finite, jnp.minimum(s, 1.0) * finite
 
 
 def _softmax_primal(u: Any, axes: Axes) -> Any:
+    e = jnp.exp(_shifted(u, axes)[1])
+    return e / jnp.maximum(jnp.sum(e, axis=axes, keepdims=True), 1.0)
+
+
+def _log_softmax_primal(u: Any, axes: Axes) -> Any:
     _, z = _shifted(u, axes)
-    e = jnp.exp(z)
-    s = jnp.sum(e, axis=axes, keepdims=True)
-    return e / jnp.maximum(s, 1.0)
+    return z - jnp.log1p(jnp.maximum(_log1p_arg(z, axes), 0.0))
 
 
-# The rules below compute their outputs with the custom_jvp functions
-# themselves, so that a second derivative (jax.hessian) goes through the rules
-# again instead of differentiating the non-differentiable `reduce` above.
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _softmax(u: Any, axes: Axes) -> Any:
-    return _softmax_primal(u, axes)
-
-
-def _probabilities(u: Any, axes: Axes) -> tuple[Any, Any]:
-    """``(live, p)``: see :func:`_flags`; the softmax on slices with a finite maximum, else 0."""
-    finite, live = _flags(u, axes)
-    return live, _softmax(u, axes) * finite
-
-
-@_softmax.defjvp
-def _softmax_jvp(axes: Axes, primals: Any, tangents: Any) -> tuple[Any, Any]:
-    (u,), (t,) = primals, tangents
-    # +inf slices are constant in u; slices with nothing left have y = 0 already
-    _, p = _probabilities(u, axes)
-    return _softmax(u, axes), p * (t - jnp.sum(p * t, axis=axes, keepdims=True))
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _log_softmax(u: Any, axes: Axes) -> Any:
-    _, z = _shifted(u, axes)
-    s = _log1p_arg(jnp.exp(z), axes)
-    return z - jnp.log1p(jnp.maximum(s, 0.0))
-
-
-@_log_softmax.defjvp
-def _log_softmax_jvp(axes: Axes, primals: Any, tangents: Any) -> tuple[Any, Any]:
-    (u,), (t,) = primals, tangents
-    live, p = _probabilities(u, axes)
-    return _log_softmax(u, axes), live * t - jnp.sum(p * t, axis=axes, keepdims=True)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _logsumexp(u: Any, axes: Axes) -> Any:
+def _logsumexp_primal(u: Any, axes: Axes) -> Any:
     # the same z as the softmax of the gradient rule (one exp when both run)
     m, z = _shifted(u, axes)
     # log1p(-1) = -inf where nothing is left (m is -max_float there)
-    return m + jnp.log1p(_log1p_arg(jnp.exp(z), axes))
+    return m + jnp.log1p(_log1p_arg(z, axes))
 
 
-@_logsumexp.defjvp
-def _logsumexp_jvp(axes: Axes, primals: Any, tangents: Any) -> tuple[Any, Any]:
-    (u,), (t,) = primals, tangents
-    _, p = _probabilities(u, axes)
-    return _logsumexp(u, axes), jnp.sum(p * t, axis=axes, keepdims=True)
+def _dot(p: Any, t: Any, axes: Axes) -> Any:
+    return jnp.sum(p * t, axis=axes, keepdims=True)
+
+
+def _with_rule(primal: Callable[..., Any], tangent: Callable[..., Any]) -> Any:
+    """``primal`` under ``custom_jvp``, its tangent ``tangent(t, p, live, axes)``.
+
+    ``p`` is the softmax on slices with a finite maximum, else 0; ``live`` as
+    in :func:`_flags`. The rule computes the output with the custom function
+    itself, so that a second derivative (``jax.hessian``) goes through the
+    rules again instead of differentiating the non-differentiable ``reduce``.
+    """
+    fn = jax.custom_jvp(primal, nondiff_argnums=(1,))
+
+    def jvp(axes: Axes, primals: Any, tangents: Any) -> tuple[Any, Any]:
+        (u,), (t,) = primals, tangents
+        finite, live = _flags(u, axes)
+        return fn(u, axes), tangent(t, _softmax(u, axes) * finite, live, axes)
+
+    fn.defjvp(jvp)
+    return fn
+
+
+# +inf slices are constant in u; slices with nothing left have p = 0 already
+_softmax = _with_rule(_softmax_primal, lambda t, p, _, ax: p * (t - _dot(p, t, ax)))
+_log_softmax = _with_rule(
+    _log_softmax_primal, lambda t, p, live, ax: live * t - _dot(p, t, ax)
+)
+_logsumexp = _with_rule(_logsumexp_primal, lambda t, p, _, ax: _dot(p, t, ax))
 
 
 # ---------------------------------------------------------------------------
-# Inputs and outputs around the core
+# Inputs and outputs around the core: the shared kernels
 
 
 def _input(call: Call, negate: bool, *, plain: bool) -> Any:
-    """``u``: the input in the compute dtype, masked, negated for softmin, tempered."""
-    if not plain:  # a mask or an array temperature: the generic NaN-safe selects
+    """``u``: :func:`kernels.inputs`; a Python-float temperature a plain division."""
+    if not plain or call.temperature is None:
         return kernels.inputs(call, negate=negate)
-    x = call.x
-    if x.dtype != call.compute_dtype:
-        x = x.astype(call.compute_dtype)
-    if negate:
-        x = -x
-    if call.temperature is not None:
-        # a positive scalar: dividing +-inf and NaN as well changes nothing
-        x = x / call.temperature
-    return x
+    # a positive scalar: dividing +-inf and NaN as well changes nothing
+    untempered = dataclasses.replace(call, temperature=None)
+    return kernels.inputs(untempered, negate=negate) / call.temperature
 
 
-def _fast_softmax(call: Call, *, plain: bool, negate: bool = False) -> Any:
-    u = _input(call, negate, plain=plain)
-    out = _softmax(u, call.axes)
-    if call.where is not None:  # masked entries read 0, even in a NaN row
-        out = jnp.where(call.where, out, 0.0)
-    return kernels.round_to(call.xp, out, call.out_dtype)
-
-
-def _fast_log_softmax(call: Call, *, plain: bool, negate: bool = False) -> Any:
-    u = _input(call, negate, plain=plain)
-    out = _log_softmax(u, call.axes)
-    if call.where is not None:
-        out = jnp.where(call.where, out, -jnp.inf)
+def _fast_normalised(
+    call: Call, *, plain: bool, core: Any, fill: float, negate: bool = False
+) -> Any:
+    """softmax (``fill = 0``) or log_softmax (``-inf``): masked entries ``fill``, even in a NaN row."""
+    out = core(_input(call, negate, plain=plain), call.axes)
+    out = kernels.constant_where_masked(call.xp, out, call.where, fill)
     return kernels.round_to(call.xp, out, call.out_dtype)
 
 
 def _fast_logsumexp(
     call: Call, *, plain: bool, keepdims: bool, return_sign: bool
 ) -> Any:
-    u = _input(call, False, plain=plain)
-    lse = kernels.squeeze(call.xp, _logsumexp(u, call.axes), call.axes, keepdims)
-    out = kernels.round_to(call.xp, lse, call.out_dtype)
+    xp = call.xp
+    lse = _logsumexp(_input(call, False, plain=plain), call.axes)
+    lse = kernels.squeeze(xp, lse, call.axes, keepdims)
+    out = kernels.round_to(xp, lse, call.out_dtype)
     if not return_sign:
         return out
     # 1 where something is left (finite or +inf), 0 where nothing is, NaN with
     # NaN; read before rounding: a total that rounds to 0 in a narrower dtype= was left
     v = lax.stop_gradient(lse)
-    sign = jnp.where(jnp.isnan(v), v, jnp.where(v == -jnp.inf, 0.0, 1.0))
-    return out, sign.astype(out.dtype)
+    sign = kernels.poison(xp, v, xp.astype(v > -float("inf"), v.dtype))
+    return out, xp.astype(sign, out.dtype)
 
 
 _FAST: dict[str, Callable[..., Any]] = {
-    "softmax": _fast_softmax,
-    "log_softmax": _fast_log_softmax,
+    "softmax": functools.partial(_fast_normalised, core=_softmax, fill=0.0),
+    "log_softmax": functools.partial(
+        _fast_normalised, core=_log_softmax, fill=-float("inf")
+    ),
     "logsumexp": _fast_logsumexp,
 }
 
 
 # ---------------------------------------------------------------------------
 # Compilation per static configuration
-
-
-@functools.cache
-def _compiled(
-    kind: str, static: Call, opts: tuple[tuple[str, Any], ...], fast: bool
-) -> Any:
-    """The jitted kernel for one configuration; arrays are passed separately."""
-    options = dict(opts)
-    if fast:
-        # plain: no mask and no array temperature, the input needs no select
-        plain = static.where is None and static.temperature in (None, _Scalar)
-        options["plain"] = plain
-        kernel = _FAST[kind]
-    else:
-        kernel = _KERNELS[kind]
-        options["slice_max"] = _nan_carrying_max
-
-    def run(x: Any, where: Any, temperature: Any, b: Any) -> Any:
-        call = dataclasses.replace(
-            static, x=x, where=where, temperature=temperature, b=b, device=None
-        )
-        return kernel(call, **options)
-
-    return jax.jit(run)
 
 
 def _nan_carrying_max(xp: Any, x: Any, axes: Axes) -> Any:
@@ -288,11 +242,37 @@ def _nan_carrying_max(xp: Any, x: Any, axes: Axes) -> Any:
     return kernels.reduce(xp.max, x, axes) + nans
 
 
+@functools.cache
+def _compiled(
+    kind: str, static: Call, opts: tuple[tuple[str, Any], ...], fast: bool
+) -> Any:
+    """The jitted kernel for one configuration; arrays are passed separately."""
+    options = dict(opts)
+    if fast:
+        # plain: no mask and no array temperature, the input needs no select
+        options["plain"] = static.where is None and static.temperature in (
+            None,
+            _Scalar,
+        )
+        kernel = _FAST[kind]
+    else:
+        kernel = getattr(_generic, kind)
+        options["slice_max"] = _nan_carrying_max
+
+    def run(x: Any, where: Any, temperature: Any, b: Any) -> Any:
+        call = dataclasses.replace(
+            static, x=x, where=where, temperature=temperature, b=b, device=None
+        )
+        return kernel(call, **options)
+
+    return jax.jit(run)
+
+
 def _launch(kind: str, call: Call, opts: dict[str, Any], *, fast: bool) -> Any:
     if call.empty:
         # nothing to compute: the generic core fills the output on x's own
         # device (or sharding), which a jitted constant would not keep
-        return _KERNELS[kind](call, **opts)
+        return getattr(_generic, kind)(call, **opts)
     t = call.temperature
     marker: Any = None if t is None else _Present
     if isinstance(t, float):
@@ -316,12 +296,8 @@ def _covered(kind: str, call: Call) -> bool:
     """Whether the fast core applies; the rest runs the compiled generic core."""
     if call.empty or not call.axes:
         return False
-    if kind == "logsumexp":
-        return (
-            call.b is None
-            and dtype_kind(call.xp, call.compute_dtype) == "real floating"
-        )
-    return True
+    real = dtype_kind(call.xp, call.compute_dtype) == "real floating"
+    return kind != "logsumexp" or (call.b is None and real)
 
 
 def run(kind: str, call: Call, **opts: Any) -> Any:
