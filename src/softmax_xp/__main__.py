@@ -54,6 +54,54 @@ Each command imports only the backends it needs, when it runs.
 """
 
 
+# name, one-line help, description of each subcommand, in the order --help lists them
+_COMMANDS: tuple[tuple[str, str, str], ...] = (
+    (
+        "demo",
+        "the stable formula against the naive one, on every installed backend",
+        (
+            "Print softmax of two small vectors on NumPy, the naive formula "
+            "overflowing beside it, the special-value contract, and the same "
+            "call on every other installed backend."
+        ),
+    ),
+    (
+        "info",
+        "versions, importable backends, their devices and paths",
+        (
+            "Print the versions of softmax-xp and of the libraries it works with, "
+            "which backends import, the devices each one sees, and whether "
+            "softmax-xp takes its fast path or the generic array-API core on "
+            "each. Paste it into a bug report."
+        ),
+    ),
+    (
+        "check",
+        "the contract and accuracy spot checks on every backend and device",
+        (
+            "Run every row of the special-value contract (NaN, +inf, -inf, fully "
+            "masked and empty slices), the float16 and logsumexp edge cases, "
+            "integer input and accuracy spot checks against Python float math, "
+            "on every installed backend and every device it sees. Prints PASS, "
+            "FAIL or SKIP (with the reason) per check; exits 1 on any FAIL. "
+            "JAX runs with jax_enable_x64 so that float64 is checked too."
+        ),
+    ),
+    (
+        "bench",
+        "time softmax-xp against each backend's own softmax and the floors",
+        (
+            "Time softmax-xp against scipy.special, torch, jax.nn and the "
+            "np.exp / copy floors; print the ratio table and the performance "
+            "targets, and write the raw timings as JSON and two PNG plots "
+            "(throughput per case, and throughput against input size). "
+            "The PNGs need matplotlib; the progress bar uses rich or tqdm "
+            "when installed (pip install 'softmax-xp[cli]')."
+        ),
+    ),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; a new subcommand is one more ``add_parser`` here."""
     parser = argparse.ArgumentParser(
@@ -70,61 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         title="commands", dest="command", metavar="COMMAND", required=True
     )
-    demo = commands.add_parser(
-        "demo",
-        help="the stable formula against the naive one, on every installed backend",
-        description=(
-            "Print softmax of two small vectors on NumPy, the naive formula "
-            "overflowing beside it, the special-value contract, and the same "
-            "call on every other installed backend."
-        ),
-    )
-    demo.set_defaults(handler=_demo)
-
     from ._cli import bench, check, info
 
-    info_parser = commands.add_parser(
-        "info",
-        help="versions, importable backends, their devices and paths",
-        description=(
-            "Print the versions of softmax-xp and of the libraries it works with, "
-            "which backends import, the devices each one sees, and whether "
-            "softmax-xp takes its fast path or the generic array-API core on "
-            "each. Paste it into a bug report."
-        ),
-    )
-    info.add_arguments(info_parser)
-    info_parser.set_defaults(handler=_info)
-
-    check_parser = commands.add_parser(
-        "check",
-        help="the contract and accuracy spot checks on every backend and device",
-        description=(
-            "Run every row of the special-value contract (NaN, +inf, -inf, fully "
-            "masked and empty slices), the float16 and logsumexp edge cases, "
-            "integer input and accuracy spot checks against Python float math, "
-            "on every installed backend and every device it sees. Prints PASS, "
-            "FAIL or SKIP (with the reason) per check; exits 1 on any FAIL. "
-            "JAX runs with jax_enable_x64 so that float64 is checked too."
-        ),
-    )
-    check.add_arguments(check_parser)
-    check_parser.set_defaults(handler=_check)
-
-    bench_parser = commands.add_parser(
-        "bench",
-        help="time softmax-xp against each backend's own softmax and the floors",
-        description=(
-            "Time softmax-xp against scipy.special, torch, jax.nn and the "
-            "np.exp / copy floors; print the ratio table and the performance "
-            "targets, and write the raw timings as JSON and two PNG plots "
-            "(throughput per case, and throughput against input size). "
-            "The PNGs need matplotlib; the progress bar uses rich or tqdm "
-            "when installed (pip install 'softmax-xp[cli]')."
-        ),
-    )
-    bench.add_arguments(bench_parser)
-    bench_parser.set_defaults(handler=_bench, subparser=bench_parser)
+    handlers: dict[str, Handler] = {
+        "demo": _demo,
+        "info": _info,
+        "check": _check,
+        "bench": _bench,
+    }
+    options = {
+        "info": info.add_arguments,
+        "check": check.add_arguments,
+        "bench": bench.add_arguments,
+    }
+    for name, summary, description in _COMMANDS:
+        sub = commands.add_parser(name, help=summary, description=description)
+        if name in options:
+            options[name](sub)
+        sub.set_defaults(handler=handlers[name], subparser=sub)
     return parser
 
 

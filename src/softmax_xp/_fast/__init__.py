@@ -114,22 +114,20 @@ def _load(xp: Namespace, attr: str) -> Runner | None:
     return runner
 
 
+def _remember(cache: dict[Namespace, Runner | None], xp: Namespace, attr: str) -> Any:
+    runner = cache[xp] = _load(xp, attr)
+    return runner
+
+
 def runner_for(xp: Namespace) -> Runner | None:
     """The fast path for ``xp``'s arrays, or ``None`` (cached per namespace)."""
-    try:
-        return _RUNNERS[xp]
-    except KeyError:
-        runner = _RUNNERS[xp] = _load(xp, "run")
-        return runner
+    return _RUNNERS[xp] if xp in _RUNNERS else _remember(_RUNNERS, xp, "run")
 
 
 def generic_runner_for(xp: Namespace) -> Runner | None:
     """How ``xp`` runs the generic core when it is forced, if not plainly (JAX: jitted)."""
-    try:
-        return _GENERIC_RUNNERS[xp]
-    except KeyError:
-        runner = _GENERIC_RUNNERS[xp] = _load(xp, "run_generic")
-        return runner
+    cache = _GENERIC_RUNNERS
+    return cache[xp] if xp in cache else _remember(cache, xp, "run_generic")
 
 
 def path_of(xp: Namespace) -> str:
