@@ -114,20 +114,24 @@ def _load(xp: Namespace, attr: str) -> Runner | None:
     return runner
 
 
-def _remember(cache: dict[Namespace, Runner | None], xp: Namespace, attr: str) -> Any:
-    runner = cache[xp] = _load(xp, attr)
-    return runner
+def _cached(cache: dict[Namespace, Runner | None], xp: Namespace, attr: str) -> Any:
+    # a lookup, not ``xp in cache``: torch.compile traces a dict lookup keyed by
+    # a module but cannot trace the module's equality comparison
+    try:
+        return cache[xp]
+    except KeyError:
+        runner = cache[xp] = _load(xp, attr)
+        return runner
 
 
 def runner_for(xp: Namespace) -> Runner | None:
     """The fast path for ``xp``'s arrays, or ``None`` (cached per namespace)."""
-    return _RUNNERS[xp] if xp in _RUNNERS else _remember(_RUNNERS, xp, "run")
+    return _cached(_RUNNERS, xp, "run")
 
 
 def generic_runner_for(xp: Namespace) -> Runner | None:
     """How ``xp`` runs the generic core when it is forced, if not plainly (JAX: jitted)."""
-    cache = _GENERIC_RUNNERS
-    return cache[xp] if xp in cache else _remember(cache, xp, "run_generic")
+    return _cached(_GENERIC_RUNNERS, xp, "run_generic")
 
 
 def path_of(xp: Namespace) -> str:

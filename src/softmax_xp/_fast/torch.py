@@ -206,12 +206,15 @@ def _redo_rows(
     where: Any,
     marked: torch.Tensor,
     generic: Callable[[Call], torch.Tensor],
+    finite_rows: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``y`` with its ``marked`` rows replaced by ``generic`` (a ``_generic`` function) of them.
 
     In place where ``y`` has a plain row layout: integer-indexed row copies
     (``index_select``/``index_copy_``) cost a few percent of a boolean-mask
-    ``y[marked] = ...``. Otherwise ``generic`` of all of ``x``.
+    ``y[marked] = ...``. Otherwise ``generic`` of all of ``x``. Rows known to
+    have a finite maximum may take ``finite_rows`` (a ``(k, n)`` tensor of
+    masked inputs to its result) instead of the generic core.
     """
     y_rows = _as_rows(y, dim)
     if y_rows is None:
@@ -219,7 +222,11 @@ def _redo_rows(
     idx = torch.nonzero(marked.reshape(-1)).squeeze(1)
     if where is not None:
         where = _row_select(torch.broadcast_to(where, x.shape), dim, idx)
-    rows = generic(_call_on(call, _row_select(x, dim, idx), 1, where))
+    x_rows = _row_select(x, dim, idx)
+    if finite_rows is not None:
+        rows = finite_rows(x_rows)
+    else:
+        rows = generic(_call_on(call, x_rows, 1, where))
     y_rows.index_copy_(0, idx, rows.to(y.dtype))
     return y
 
@@ -319,7 +326,9 @@ def _log_softmax_eager(call: Call, x: torch.Tensor, dim: int, where: Any) -> Fix
     n_peaked = int(peaked.sum())
     if n_peaked:
         if 4 * n_peaked <= peaked.numel() and _as_rows(y, dim) is not None:
-            y = _redo_rows(call, y, x, dim, where, peaked, _generic.log_softmax)
+            y = _redo_rows(
+                call, y, x, dim, where, peaked, _generic.log_softmax, _exact_rows
+            )
         else:
             _exact_log_softmax_into(x, (dim,), y)  # special rows: redone below
     if not bool(special.any()):
@@ -424,6 +433,18 @@ def _log1p_arg(e: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
         return total - 1
     rest = e.frac_().sum(dims, keepdim=True)
     return rest + (torch.round(total - rest) - 1)
+
+
+def _exact_rows(rows: torch.Tensor) -> torch.Tensor:
+    """log_softmax of peaked rows (finite maxima), exactly, in the compute dtype.
+
+    Kept torch-specific: handing them to ``_generic.log_softmax`` made
+    log_softmax of 1,000,000 x 64 float32 2.5x slower (a quarter of such rows
+    are peaked); see docs/performance.md.
+    """
+    out = torch.empty(rows.shape, dtype=torch.promote_types(rows.dtype, torch.float32))
+    _exact_log_softmax_into(rows, (1,), out)
+    return out
 
 
 def _exact_log_softmax_into(
