@@ -36,7 +36,6 @@ import softmax_xp as sx
 
 _COMMON: dict[str, Any] = {
     "deadline": None,
-    "derandomize": False,
     "print_blob": True,
     "suppress_health_check": [
         HealthCheck.too_slow,
@@ -45,8 +44,14 @@ _COMMON: dict[str, Any] = {
         HealthCheck.function_scoped_fixture,
     ],
 }
-settings.register_profile("softmax-xp-conformance-quick", max_examples=40, **_COMMON)
-settings.register_profile("softmax-xp-conformance-deep", max_examples=1200, **_COMMON)
+# CI's quick profile draws the same examples in every run, so that a red run is
+# the code's doing; the deep profile draws new ones each time, to explore
+settings.register_profile(
+    "softmax-xp-conformance-quick", max_examples=40, derandomize=True, **_COMMON
+)
+settings.register_profile(
+    "softmax-xp-conformance-deep", max_examples=1200, derandomize=False, **_COMMON
+)
 PROFILE = (
     "softmax-xp-conformance-deep"
     if os.environ.get("SOFTMAX_XP_CONFORMANCE", "").strip().lower() == "deep"
@@ -290,13 +295,20 @@ def _grad(
         def f(x: Any) -> Any:
             return fn(x, **py, **arr)
 
+        def pull(y: Any, vjp: Any) -> Any:
+            # a huge float64 cotangent (1e300) rounds to inf in a float32
+            # output, as IEEE casting does, without NumPy's overflow warning
+            with np.errstate(over="ignore"):
+                ct_y = np.asarray(ct).astype(np.dtype(y.dtype))
+            return vjp(jax.numpy.asarray(ct_y))
+
         if generic:
             with sx.force_generic():
                 y, vjp = jax.vjp(f, x)
-                (g,) = vjp(jax.numpy.asarray(ct, dtype=y.dtype))
+                (g,) = pull(y, vjp)
         else:
             y, vjp = jax.vjp(f, x)
-            (g,) = vjp(jax.numpy.asarray(ct, dtype=y.dtype))
+            (g,) = pull(y, vjp)
         return be.to_numpy(y).astype(np.float64), be.to_numpy(g).astype(np.float64)
     import torch
 
