@@ -114,7 +114,9 @@ def _load(xp: Namespace, attr: str) -> Runner | None:
     return runner
 
 
-def _cached(cache: dict[Namespace, Runner | None], xp: Namespace, attr: str) -> Any:
+def _cached(
+    cache: dict[Namespace, Runner | None], xp: Namespace, attr: str
+) -> Runner | None:
     # a lookup, not ``xp in cache``: torch.compile traces a dict lookup keyed by
     # a module but cannot trace the module's equality comparison
     try:
