@@ -307,7 +307,7 @@ KEY_PAGES = {
     "contract.html": (
         "The contract",
         "The contract",
-        ["Beside SciPy, torch and JAX", "scipy.special", "softmax([inf, 1])"],
+        ["Beside SciPy, torch and JAX", "scipy.special", "softmax([inf, 1.0])"],
     ),
     "api.html": ("API reference", "API reference", ["logsumexp_state"]),
 }
