@@ -128,7 +128,7 @@ def _site(folder: Path, *, broken: bool) -> None:
         extra = ""
         if page == "contract.html":
             extra = (
-                "<p>Beside SciPy, torch and JAX: scipy.special softmax([inf, 1])</p>"
+                "<p>Beside SciPy, torch and JAX: scipy.special softmax([inf, 1.0])</p>"
             )
         if page == "index.html":
             extra = (
