@@ -173,6 +173,7 @@ def test_public_names() -> None:
     assert set(sx.__all__) == {
         "__version__",
         "force_generic",
+        "num_threads",
         "log_softmax",
         "logsumexp",
         "softmax",

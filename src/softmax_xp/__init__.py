@@ -2,6 +2,7 @@
 
 from ._api import log_softmax, logsumexp, softmax, softmin
 from ._fast import force_generic
+from ._fast._parallel import num_threads
 from ._streaming import (
     LogSumExpState,
     log_softmax_from_state,
@@ -22,6 +23,7 @@ __all__ = [
     "logsumexp_combine",
     "logsumexp_finish",
     "logsumexp_state",
+    "num_threads",
     "softmax",
     "softmax_from_state",
     "softmin",
