@@ -58,15 +58,26 @@ The finite hot loop:
   again without it.
 - a small call (up to 16K elements, trailing axes, C order, nothing to mask
   or cast) skips the slab machinery, and softmax / log_softmax even skip
-  ``np.errstate`` once the maxima are known to be moderate.
+  ``np.errstate`` once the maxima are known to be moderate; the plainest of
+  these (``_small``: float32/64, no option) is recognised first, before any
+  other check, and its ufuncs get ``out`` by position (a keyword costs about
+  a microsecond per ufunc call at 8 x 128).
 - float16 / bfloat16 slabs are copied into float32 first and rounded once,
   by a copy, at the end: NumPy's half-precision loops and its float32 ->
   float16 cast inside a ufunc's ``out=`` are much slower than float32 work.
   Integers and float32-for-float64 work are cast by the ufuncs on the fly.
   float32 logsumexp is computed in float64, as ``Call.compute_dtype`` says.
 
-No thread pool: ``exp`` alone is memory-bound on few cores, and a default
-right for 2 and 64 cores would need a measurement this module cannot make.
+Threads: a call of at least ``PARALLEL_BYTES`` (4 MiB in the compute
+dtype) is a list of units (slabs, long rows, column blocks) handed to
+``_parallel``: the calling thread and pool helpers take units one at a time,
+each thread with its own scratch buffers and its own ufunc settings. A unit
+is computed exactly as the serial loop computes it (same bounds, so the same
+BLAS calls on the same shapes), so the result is bitwise that of one thread.
+How many threads: ``_parallel.max_threads()`` (CPU affinity,
+``SOFTMAX_XP_NUM_THREADS``, ``softmax_xp.num_threads``, a threadpoolctl BLAS
+limit; one inside Dask's workers). ``exp`` on a slab in cache is compute
+bound here, so a second core pays (docs/performance.md).
 Each call keeps its buffers to itself, the helper vectors it caches are
 read-only, and the ufunc settings (``np.errstate``, buffer size) are per
 thread and restored on exit, so concurrent calls from many threads are safe.
@@ -74,8 +85,10 @@ thread and restored on exit, so concurrent calls from many threads are safe.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -84,6 +97,7 @@ import numpy as np
 from .. import _kernels as kernels
 from .._call import Call, input_rounding
 from .._compat import array_namespace, dtype_kind
+from . import _parallel
 
 __all__ = ["run"]
 
@@ -101,6 +115,8 @@ ARGMAX_ROW = 1024
 # MIN_BUFSIZE (shorter buffers cost more)
 SMALL = 1 << 14
 MIN_BUFSIZE = 128
+# calls of at least this many bytes (in the compute dtype) may use threads
+PARALLEL_BYTES = 1 << 22
 # elements per call of the shared shift on a special chunk (it makes temporaries)
 SHIFT_PIECE = 1 << 13
 
@@ -137,6 +153,10 @@ class _Piece(NamedTuple):
 
 def run(kind: str, call: Call, **opts: Any) -> Any:
     """``_generic.<kind>(call, **opts)`` computed slab by slab, or ``NotImplemented``."""
+    if kind != "logsumexp" and not opts:
+        res = _small(kind, call)  # the common small call, with as few steps as it takes
+        if res is not None:
+            return res
     compute = np.dtype(call.compute_dtype)
     if not _covered(call, compute):
         return NotImplemented
@@ -148,6 +168,31 @@ def run(kind: str, call: Call, **opts: Any) -> Any:
             return NotImplemented
         res = _by_slabs(_setup(kind, call, opts), plan, call)
     return _finish(kind, call, res, opts)
+
+
+def _small(kind: str, call: Call) -> np.ndarray | None:
+    """Softmax or log_softmax of at most 64 short C-ordered float32/64 rows, or ``None``.
+
+    The checks of ``_covered`` and ``_fits_one_slab`` for the one case that
+    matters most for small calls (no mask, temperature, negation or cast),
+    then ``_without_errstate``.
+    """
+    x, axes = call.x, call.axes
+    if type(x) is not np.ndarray or call.where is not None:
+        return None
+    if call.temperature is not None or not axes or x.dtype != call.out_dtype:
+        return None
+    keep = x.ndim - len(axes)
+    if not 0 < x.size <= SMALL or axes[0] != keep or not x.flags.c_contiguous:
+        return None
+    if keep == 1 and x.ndim == 2:
+        x2 = x
+    else:
+        r = math.prod(x.shape[:keep])
+        x2 = x.reshape(r, x.size // r)
+    res = np.empty(x.shape, x.dtype)
+    y2 = res if x2 is x else res.reshape(x2.shape)
+    return res if _without_errstate(kind, x2, y2) else None
 
 
 def _covered(call: Call, compute: np.dtype) -> bool:
@@ -232,39 +277,45 @@ def _one_slab(
 def _without_errstate(kind: str, x2: np.ndarray, y2: np.ndarray) -> bool:
     """Softmax or log_softmax of a few C-ordered rows, if every maximum is moderate.
 
-    Once the maxima are known to be finite and below ``sqrt(max)`` (checked in
-    Python: NumPy would warn on an overflowing check), ``x - m`` can neither
-    overflow nor make a NaN, so the finite formula runs without changing the
-    ufunc error settings, which alone costs a noticeable part of such a call.
-    Only an underflow can then signal; a caller's ``np.errstate(under="raise")``
+    Once the maxima are known to be below ``sqrt(max)`` in magnitude (checked
+    in Python: NumPy would warn on an overflowing check), ``x - m`` can
+    neither overflow nor make a NaN, so the finite formula runs without
+    changing the ufunc error settings, which alone costs a noticeable part of
+    such a call. A NaN maximum passes only when ``min`` / ``max`` skip it,
+    and needs nothing: the formula fills its slice with NaN, silently. Only
+    an underflow can then signal; a caller's ``np.errstate(under="raise")``
     makes this return ``False``, and the call takes the general path.
+    ``out`` is passed by position: as a keyword it costs a microsecond more
+    per ufunc call here.
     """
     r, n = x2.shape
     bound = _MODERATE.get(x2.dtype)
-    if bound is None or r > 64:
+    if bound is None or r > 64 or kind not in _SMALL_KINDS:
         return False
     flat = None
     if n <= ARGMAX_ROW:  # as _max, without its layers
         flat = x2.argmax(axis=1)
-        flat += _offsets(r, n)
-        m = x2.reshape(-1).take(flat)
+        np.add(flat, _offsets(r, n), flat)
+        m = x2.take(flat)  # (from the flattened x2)
     else:
         m = np.maximum.reduce(x2, axis=1)
-    if not all(-bound < v < bound for v in m.tolist()):  # NaN fails too
+    values = m.tolist()
+    if not (-bound < min(values) and max(values) < bound):
         return False
     try:
-        np.subtract(x2, m[:, None], out=y2)
-        if kind == "softmax":
-            np.exp(y2, out=y2)
-            np.divide(y2, _sum(y2, rows=True), out=y2)
-        else:
+        np.subtract(x2, m[:, None], y2)
+        if kind == "log_softmax":
             tail = _tail(np.exp(y2), flat, rows=True)
-            np.subtract(y2, np.log1p(tail), out=y2)
+            np.subtract(y2, np.log1p(tail), y2)
+        else:
+            np.exp(y2, y2)
+            np.divide(y2, _sum(y2, rows=True), y2)
     except FloatingPointError:
         return False
     return True
 
 
+_SMALL_KINDS = ("softmax", "log_softmax")
 _MODERATE = {np.dtype(np.float32): 2.0**63, np.dtype(np.float64): 2.0**511}
 
 
@@ -420,33 +471,65 @@ def _by_slabs(setup: _Setup, plan: _Plan, call: Call) -> np.ndarray:
 
 
 def _sweep(setup: _Setup, whole: _Piece) -> None:
-    """Run the kernel over slabs of ``whole`` (an ``(O, N, I)`` piece)."""
+    """Run the kernel over slabs of ``whole`` (an ``(O, N, I)`` piece).
+
+    The work is a list of units (slabs, long rows, blocks of columns), each
+    computed the same way by whichever thread takes it (``_parallel``).
+    """
     o, n, i = whole.x.shape
     compute = setup.compute_dtype
     slab = max(1, SLAB_BYTES // max(compute.itemsize, whole.x.dtype.itemsize))
-    tune_bufsize = whole.x.size > SMALL
+    unit: Any
     if n * i <= slab:  # rows, or whole (ob, N, I) boxes (few, short slices), in cache
         rows = i == 1
-        if rows and tune_bufsize:
-            _bufsize(n)
+        inner = n if rows else 0
         step = max(1, slab // (n * i))
-        bufs = _Buffers(compute, min(step, o) * n * i)
+        size = min(step, o) * n * i
         piece = whole.part((Ellipsis, 0)) if rows else whole
-        for a in range(0, o, step):
+        count = -(-o // step)
+
+        def unit(bufs: _Buffers, k: int) -> None:
+            a = k * step
             _slab(setup, bufs, piece.part(slice(a, a + step)), rows=rows)
+
     elif i == 1:  # long rows: one row at a time, in chunks
-        bufs, long_rows = _Buffers(compute, slab), whole.part((Ellipsis, 0))
-        for a in range(o):
-            _block(setup, bufs, long_rows.part(slice(a, a + 1)), slab)
+        inner, size, count = 0, slab, o
+        long_rows = whole.part((Ellipsis, 0))
+
+        def unit(bufs: _Buffers, k: int) -> None:
+            _block(setup, bufs, long_rows.part(slice(k, k + 1)), slab)
+
     else:  # blocks (1, N, ib) in chunks of whole rows (see the module docstring)
         ib = min(i, LONG_INNER)
+        inner, size, across = ib, max(slab, ib), -(-i // ib)
+        count = o * across
+
+        def unit(bufs: _Buffers, k: int) -> None:
+            a, b = divmod(k, across)
+            b *= ib
+            part = whole.part((slice(a, a + 1), slice(None), slice(b, b + ib)))
+            _block(setup, bufs, part, max(1, slab // ib))
+
+    tune_bufsize = whole.x.size > SMALL and inner > 0
+    threads = 1
+    if count > 1 and whole.x.size * compute.itemsize >= PARALLEL_BYTES:
+        threads = _parallel.max_threads()
+    if threads == 1:  # in the caller's ufunc settings (_by_slabs)
         if tune_bufsize:
-            _bufsize(ib)
-        bufs = _Buffers(compute, max(slab, ib))
-        for a in range(o):
-            for b in range(0, i, ib):
-                part = whole.part((slice(a, a + 1), slice(None), slice(b, b + ib)))
-                _block(setup, bufs, part, max(1, slab // ib))
+            _bufsize(inner)
+        bufs = _Buffers(compute, size)
+        for k in range(count):
+            unit(bufs, k)
+        return
+
+    @contextlib.contextmanager
+    def open_thread() -> Iterator[_Buffers]:
+        with _raise_on_invalid():  # each thread's own ufunc settings, restored
+            if tune_bufsize:
+                _bufsize(inner)
+            yield _Buffers(compute, size)  # each thread's own scratch
+
+    _parallel.run(open_thread, unit, count, threads)
 
 
 def _bufsize(inner: int) -> None:
@@ -560,13 +643,13 @@ def _sum(e: np.ndarray, rows: bool, bufs: _Buffers | None = None) -> np.ndarray:
     if rows and e.flags.c_contiguous:
         r, n = e.shape
         if n <= BLOCK:
-            s = np.dot(e, _ones(n, e.dtype))
+            s = e.dot(_ones(n, e.dtype))
             return s[:, None]
         if n % BLOCK == 0:
             k = n // BLOCK
-            part: np.ndarray = np.dot(e.reshape(r * k, BLOCK), _ones(BLOCK, e.dtype))
+            part: np.ndarray = e.reshape(r * k, BLOCK).dot(_ones(BLOCK, e.dtype))
             if k <= BLOCK:
-                s = np.dot(part.reshape(r, k), _ones(k, e.dtype))
+                s = part.reshape(r, k).dot(_ones(k, e.dtype))
                 return s[:, None]
             return np.add.reduce(part.reshape(r, k), axis=1, keepdims=True)
     if e.ndim == 3:
