@@ -9,7 +9,10 @@ chunk is read at most twice (by the graph, and by counting reads while
 computing), nothing is computed during a call, and the answers equal the
 generic core's (``softmax_xp.force_generic``) on the contract's special
 slices, with masks, temperatures, every dtype, chunked and unevenly chunked
-reduced axes, tuple axes and ``axis=None``.
+reduced axes, tuple axes and ``axis=None``. For whole-slice chunks the graph
+is one layer of one task per block (as ``map_blocks(np.exp)``'s), built
+without running the kernel, named from the input's name and the call's
+parameters, and its blocks run the NumPy path under ``serial()``.
 """
 
 from __future__ import annotations
@@ -249,6 +252,145 @@ def test_fast_path_is_taken() -> None:
         assert "softmax-xp" in layers(_call(kind, whole, axis=-1)), kind
         generic = _generic(_call, kind, split, axis=-1)
         assert "softmax-xp" not in layers(generic), kind
+
+
+# ---------------------------------------------------------------------------
+# The graph of whole-slice chunks (issue 12): one layer, nothing run to build it
+
+
+def _whole_slice_calls(kind: str) -> list[tuple[Any, dict[str, Any]]]:
+    """Inputs whose reduced axis lies in one chunk: rows, columns, a cube."""
+    cube = _dask(_rows().reshape(3, 4, 10), (1, 2, 10))
+    kw: dict[str, Any] = {"keepdims": True} if kind == "logsumexp" else {}
+    return [
+        (_dask(_rows(), (4, 10)), {"axis": -1, **kw}),
+        (_dask(_rows(), (5, 10)), {"axis": -1, **kw}),  # uneven row chunks
+        (_dask(_rows(), (12, 3)), {"axis": 0, **kw}),  # whole columns
+        (cube, {"axis": -1, **kw}),
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_whole_slices_are_one_layer_over_the_input(kind: str) -> None:
+    """Exactly one layer of one task per block on top of ``x``: no rechunk, no
+    broadcast, no reduction; after optimisation as many tasks as
+    ``map_blocks(np.exp)`` over the same input."""
+    import dask
+    import dask.array as da
+
+    for x, kw in _whole_slice_calls(kind):
+        out = _call(kind, x, **kw)
+        graph = out.__dask_graph__()
+        ours = [name for name in graph.layers if name != x.name]
+        assert len(ours) == 1, (kw, list(graph.layers))
+        assert ours[0].startswith(f"softmax-xp-{kind}-"), ours
+        assert graph.dependencies[ours[0]] == {x.name}
+        assert len(graph.layers[ours[0]]) == x.npartitions
+        floor = da.map_blocks(np.exp, x, dtype=x.dtype)
+        (opt,) = dask.optimize(out)
+        (opt_floor,) = dask.optimize(floor)
+        assert len(dict(opt.__dask_graph__())) == len(dict(opt_floor.__dask_graph__()))
+        if kind != "logsumexp":
+            assert out.chunks == x.chunks
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_building_runs_no_kernel_and_blocks_run_serially(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No dummy run of the NumPy kernel to infer a dtype or meta while building;
+    while computing, one NumPy call per block, each limited to one thread."""
+    import dask
+
+    from softmax_xp._fast import _parallel
+    from softmax_xp._fast import dask as fast_dask
+
+    calls: list[tuple[int, bool]] = []
+    lock = threading.Lock()
+    numpy_run = fast_dask.numpy_path.run
+    inside = threading.local()
+
+    @contextmanager
+    def tracked_serial() -> Iterator[None]:
+        with _parallel.serial():
+            inside.serial = True
+            try:
+                yield
+            finally:
+                inside.serial = False
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            calls.append((_parallel.max_threads(), getattr(inside, "serial", False)))
+        return numpy_run(*args, **kwargs)
+
+    monkeypatch.setattr(fast_dask, "serial", tracked_serial)
+    monkeypatch.setattr(fast_dask.numpy_path, "run", counting)
+    for x, kw in _whole_slice_calls(kind):
+        calls.clear()
+        with sx.num_threads(4):  # the caller's cap does not reach the blocks
+            out = _call(kind, x, **kw)
+        assert calls == [], "the NumPy path ran while building the graph"
+        (got,) = dask.compute(out, scheduler="threads", num_workers=2)
+        # one thread each, and inside serial(): not only because Dask runs it
+        assert calls == [(1, True)] * x.npartitions, calls
+        want = _call(kind, x.compute(), **kw)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, rtol=1e-14, atol=0)
+
+
+def test_layer_names_come_from_input_names_and_parameters() -> None:
+    """The output's name hashes the input's name and the call's parameters, never the
+    data: two inputs of one name give one output name (Dask's names are content
+    keys), any change of input or parameter gives another."""
+    import dask.array as da
+
+    a = _rows()
+    b = a[::-1].copy()
+    x = da.from_array(a, chunks=(4, 10), name="issue-12-input")
+    same_name = da.from_array(b, chunks=(4, 10), name="issue-12-input")
+    other = da.from_array(a, chunks=(4, 10), name="issue-12-other")
+    assert sx.softmax(x).name == sx.softmax(same_name).name
+    assert sx.softmax(x).name == sx.softmax(x).name  # deterministic
+    names = {
+        sx.softmax(x).name,
+        sx.softmax(other).name,
+        sx.softmin(x).name,
+        sx.log_softmax(x).name,
+        sx.softmax(x, temperature=2.0).name,
+        sx.softmax(x, temperature=3.0).name,
+        sx.softmax(x, dtype=np.float32).name,
+        sx.softmax(x, where=_dask(a > 0, (4, 10))).name,
+        sx.softmax(x, where=_dask(a > 1, (4, 10))).name,
+        sx.logsumexp(x, axis=-1, keepdims=True).name,
+        sx.softmax(x, axis=(0, 1)).name,
+    }
+    assert len(names) == 11
+
+
+BOUNDARY_CHUNKS = [((1, 10)), ((5, 10)), (((3, 9), (10,))), ((12, 3)), ((2, 4))]
+
+
+@pytest.mark.parametrize("chunks", BOUNDARY_CHUNKS, ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", KINDS)
+def test_special_values_at_chunk_boundaries_equal_numpy(
+    kind: str, dtype: Any, chunks: Any
+) -> None:
+    """The contract's special rows next to block edges (every row its own block,
+    blocks of 5, 3 + 9), and the same entries split over column chunks: the
+    answer of the NumPy path on the whole array."""
+    a = _rows()
+    # special entries at the column chunk edges (after 3 and 4 columns)
+    a[0, [2, 3]] = INF
+    a[1, 3] = NAN
+    a[2, 4:8] = NINF
+    with np.errstate(over="ignore"):
+        data = a.astype(dtype)
+    for axis in (-1, 0):
+        got = _call(kind, _dask(data, chunks), axis=axis)
+        want = _call(kind, data, axis=axis)
+        assert_same(got, want, dtype)
 
 
 @pytest.mark.parametrize("chunking", list(CHUNKINGS))
