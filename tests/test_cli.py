@@ -571,6 +571,422 @@ def test_bench_progress_rich() -> None:
         bar(2, 2, "b")
 
 
+def _bench_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], *argv: str
+) -> tuple[str, dict[str, Any]]:
+    """``softmax-xp bench --quick --repeat 1 --no-plot`` with ``argv``: printed, JSON."""
+    status, out = _main(
+        [
+            "bench",
+            "--quick",
+            "--repeat",
+            "1",
+            "--no-plot",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+            *argv,
+        ],
+        capsys,
+    )
+    assert status == 0, out
+    [json_file] = tmp_path.glob("bench-quick-*.json")
+    return out, json.loads(json_file.read_text())
+
+
+def _records(data: dict[str, Any], **where: Any) -> list[dict[str, Any]]:
+    return [r for r in data["records"] if all(r[k] == v for k, v in where.items())]
+
+
+def _target(data: dict[str, Any], start: str) -> dict[str, Any]:
+    [found] = [t for t in data["targets"] if t["title"].startswith(start)]
+    return found
+
+
+def test_bench_numpy_threads_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The large case runs ours twice, as called and on one thread; the small
+    call runs once (serial anyway); the threads targets are measured."""
+    pytest.importorskip("scipy.special")
+    out, data = _bench_run(
+        tmp_path,
+        capsys,
+        "--backends",
+        "numpy",
+        "--shapes",
+        "512x512,8x128",
+        "--dtypes",
+        "float32",
+    )
+    large = _records(data, layout="512x512", backend="numpy")
+    assert {(r["impl"], r["kind"]) for r in large if r["role"] != "floor"} == {
+        (impl, kind)
+        for impl in ("scipy.special", "softmax_xp", "softmax_xp 1 thread")
+        for kind in ("softmax", "log_softmax", "logsumexp")
+    }
+    one = [r for r in large if r["impl"] == "softmax_xp 1 thread"]
+    assert all(r["role"] == "variant" and r["check"]["ok"] for r in one)
+    assert re.search(r"^  softmax +numpy \[1 thread\] .* ok$", out, re.MULTILINE)
+    small = _records(data, layout="8x128", backend="numpy")
+    assert "softmax_xp 1 thread" not in {r["impl"] for r in small}
+    # the quick 512x512 stands for the 4096x4096 case: its targets are measured
+    times = {r["impl"]: r["median_s"] for r in large if r["kind"] in ("softmax", None)}
+    threads = _target(data, "NumPy softmax 4096x4096 float32: all threads vs 1 thread")
+    assert threads["value"] == pytest.approx(
+        times["softmax_xp 1 thread"] / times["softmax_xp"]
+    )
+    floor = _target(data, "NumPy softmax 4096x4096 float32 on 1 thread vs np.exp")
+    assert floor["value"] == pytest.approx(
+        times["softmax_xp 1 thread"] / times["np.exp"]
+    )
+
+
+@needs("dask")
+def test_bench_dask_row_against_one_thread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Dask without --backends numpy: our NumPy path still runs (both ways) as
+    its reference, scipy does not; the threaded scheduler gets every CPU."""
+    out, data = _bench_run(
+        tmp_path,
+        capsys,
+        "--backends",
+        "dask",
+        "--shapes",
+        "512x512",
+        "--dtypes",
+        "float32",
+        "--kinds",
+        "softmax",
+    )
+    dask = _records(data, backend="dask", kind="softmax")
+    assert [r["peer"] for r in dask] == [["numpy", "softmax_xp 1 thread"]]
+    assert dask[0]["check"]["ok"]
+    impls = {r["impl"] for r in _records(data, backend="numpy")}
+    assert impls == {"np.exp", "copy", "softmax_xp", "softmax_xp 1 thread"}
+    assert data["backends"]["dask"]["num_workers"] == len(os.sched_getaffinity(0))
+    assert "ours on numpy on 1 thread" in out
+    new = _target(data, "Dask softmax 4096x4096 float32 in (512, 4096) chunks, thr")
+    old = _target(data, "Dask softmax 4096x4096 float32 in (512, 4096) chunks vs")
+    numpy = _records(data, backend="numpy", kind="softmax")
+    times = {r["impl"]: r["median_s"] for r in numpy}
+    assert new["value"] == pytest.approx(
+        dask[0]["median_s"] / times["softmax_xp 1 thread"]
+    )
+    assert old["value"] == pytest.approx(dask[0]["median_s"] / times["softmax_xp"])
+
+
+def _mlp_first_loss(batch: int = 0) -> float:
+    """The MLP's loss on ``batch`` at the initial weights, by hand in float64."""
+    from softmax_xp._bench._cases import MLP, mlp_problem
+
+    rng = np.random.default_rng([0, *MLP.shape])  # the suite's input, seed 0
+    problem = mlp_problem(rng.standard_normal(MLP.shape).astype(np.float32))
+    w1, b1, w2, b2 = (w.astype(np.float64) for w in problem.weights)
+    x = problem.batches[batch].astype(np.float64)
+    z = np.maximum(x @ w1 + b1, 0) @ w2 + b2
+    m = z.max(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(z - m).sum(axis=1))
+    picked = z[np.arange(len(z)), problem.labels[batch]]
+    return float(np.mean(lse - picked))
+
+
+def _mlp_steps(backend: str, impls: tuple[str, ...]) -> dict[str, list[float]]:
+    """Two steps of each MLP candidate of ``backend``: the two losses."""
+    import softmax_xp as sx
+    from softmax_xp._bench._cases import MLP, make_backends
+
+    rng = np.random.default_rng([0, *MLP.shape])
+    x = rng.standard_normal(MLP.shape).astype(np.float32)
+    ready, _ = make_backends([backend], sx, generic=False)
+    [adapter] = [b for b in ready if b.name == backend]  # (and NumPy's floors)
+    cands, _ = adapter.candidates(x, MLP, ("softmax", "log_softmax", "logsumexp"))
+    assert {c.impl for c in cands} == set(impls)
+    return {c.impl: [float(c.to_numpy(c.fn())) for _ in range(2)] for c in cands}
+
+
+@needs("torch")
+def test_bench_torch_small_calls_and_mlp(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Forward and forward+backward rows on 8x128 (gradients checked against
+    torch's), the MLP step with F.cross_entropy beside it, their targets."""
+    out, data = _bench_run(
+        tmp_path,
+        capsys,
+        "--backends",
+        "torch",
+        "--shapes",
+        "8x128,mlp",
+        "--dtypes",
+        "float32,float64",
+    )
+    assert not data["errors"], data["errors"]
+    for dtype in ("float32", "float64"):
+        rows = _records(data, layout="8x128", dtype=dtype, backend="torch")
+        got = {(r["impl"], r["kind"]) for r in rows}
+        for kind in ("softmax fwd+bwd", "log_softmax fwd+bwd"):
+            assert {("torch", kind), ("softmax_xp", kind)} <= got
+        grads = [r for r in rows if r["kind"].endswith("fwd+bwd")]
+        assert len(grads) == 4
+        assert all(r["check"]["ok"] and r["median_s"] > 0 for r in grads)
+    # the MLP runs in float32 only, three ways
+    mlp = _records(data, layout="mlp")
+    assert {(r["dtype"], r["impl"], r["role"]) for r in mlp} == {
+        ("float32", "torch", "peer"),
+        ("float32", "F.cross_entropy", "peer"),
+        ("float32", "softmax_xp", "ours"),
+    }
+    assert all(r["check"]["ok"] for r in mlp)
+    assert re.search(
+        r"^  mlp step +torch .* step with F\.cross_entropy ", out, re.MULTILINE
+    )
+    assert re.search(r"^  log_softmax fwd\+bwd +torch .* ok$", out, re.MULTILINE)
+    for title in (
+        "torch softmax 8x128",
+        "torch log_softmax 8x128",
+        "torch softmax forward+backward 8x128",
+        "torch log_softmax forward+backward 8x128",
+        "torch MLP step",
+    ):
+        assert _target(data, title)["value"] is not None, title
+
+
+@needs("torch")
+def test_bench_torch_mlp_steps_agree_with_numpy() -> None:
+    """Every torch MLP candidate starts from the same weights and batch (the
+    first loss is the float64 one by hand) and takes the same SGD step."""
+    steps = _mlp_steps("torch", ("torch", "F.cross_entropy", "softmax_xp"))
+    want = _mlp_first_loss()
+    for first, second in steps.values():
+        assert first == pytest.approx(want, rel=1e-5)
+        assert second == pytest.approx(steps["torch"][1], rel=1e-5)
+    # the second step is another batch on updated weights
+    assert steps["torch"][1] != pytest.approx(_mlp_first_loss(1), rel=1e-5)
+
+
+@needs("torch")
+def test_bench_torch_threads_per_case() -> None:
+    """Small calls and the MLP on one torch thread, the rest at the default;
+    --torch-threads sets every input."""
+    import torch
+
+    import softmax_xp as sx
+    from softmax_xp._bench._cases import FULL_LAYOUTS, MLP, TorchBackend
+
+    by_role = {layout.role: layout for layout in FULL_LAYOUTS}
+    before = torch.get_num_threads()
+    adapter = TorchBackend(sx, generic=False)
+    try:
+        assert adapter.probe() is None
+        seen = []
+        for layout in (by_role["tiny"], by_role["square"], MLP, by_role["small"]):
+            adapter.enter(layout)
+            seen.append(torch.get_num_threads())
+        assert seen == [1, before, 1, 1]
+        adapter.threads = 2
+        for layout in (by_role["tiny"], by_role["square"]):
+            adapter.enter(layout)
+            assert torch.get_num_threads() == 2
+        assert adapter.info()["num_threads_small_calls"] == 2
+        adapter.leave()  # the run is over: the count it found
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs("jax")
+def test_bench_jax_small_calls_and_mlp(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """jit(grad(...)) of jax.nn's function against ours in jit, the eager
+    small call against jit(jax.nn.softmax), the jitted MLP step."""
+    out, data = _bench_run(
+        tmp_path,
+        capsys,
+        "--backends",
+        "jax",
+        "--shapes",
+        "8x128,mlp",
+        "--dtypes",
+        "float32",
+    )
+    assert not data["errors"], data["errors"]
+    rows = _records(data, layout="8x128", backend="jax")
+    got = {(r["impl"], r["role"], r["kind"]) for r in rows}
+    for kind in ("softmax fwd+bwd", "log_softmax fwd+bwd"):
+        assert ("jax.nn (jit)", "peer", kind) in got
+        assert ("softmax_xp in jit", "variant", kind) in got
+    assert ("softmax_xp", "ours", "softmax") in got
+    assert all(r["check"]["ok"] for r in rows)
+    mlp = _records(data, layout="mlp")
+    assert {(r["impl"], r["role"]) for r in mlp} == {
+        ("jax.nn (jit)", "peer"),
+        ("softmax_xp in jit", "variant"),
+    }
+    assert "jit(grad(jax.nn.log_softmax))" in out
+    assert _target(data, "JAX softmax 8x128")["value"] is not None
+
+
+@needs("jax")
+def test_bench_jax_mlp_steps_agree_with_numpy() -> None:
+    steps = _mlp_steps("jax", ("jax.nn (jit)", "softmax_xp in jit"))
+    want = _mlp_first_loss()
+    for first, second in steps.values():
+        assert first == pytest.approx(want, rel=1e-5)
+        assert second == pytest.approx(steps["jax.nn (jit)"][1], rel=1e-5)
+
+
+def test_bench_named_case_and_small_layouts() -> None:
+    from softmax_xp._bench._cases import (
+        FULL_LAYOUTS,
+        MLP,
+        QUICK_LAYOUTS,
+        parse_layouts,
+    )
+
+    got = parse_layouts("8x128, 64x1024, MLP, 512x512", QUICK_LAYOUTS)
+    assert [layout.role for layout in got] == ["tiny", "small", "mlp", "square"]
+    assert got[2] is MLP
+    assert MLP.label == "mlp"
+    assert MLP.dtypes == ("float32",)
+    # the full run holds every case; quick scales only the large ones
+    assert [layout.role for layout in FULL_LAYOUTS] == [
+        layout.role for layout in QUICK_LAYOUTS
+    ]
+    for full, quick in zip(FULL_LAYOUTS, QUICK_LAYOUTS, strict=True):
+        same = full.role in {"tiny", "small", "mlp"}
+        assert (full == quick) is same, full
+    with pytest.raises(ValueError, match="or mlp"):
+        parse_layouts("mlp2", FULL_LAYOUTS)
+
+
+def _synthetic(target: Any, ours_s: float, ref_s: float) -> dict[str, Any]:
+    """A run holding just the two records ``target`` compares."""
+    from softmax_xp._bench._cases import FULL_LAYOUTS
+
+    [layout] = [layout for layout in FULL_LAYOUTS if layout.role == target.case]
+
+    def record(backend: str, impl: str, kind: str | None, t: float) -> dict[str, Any]:
+        return {
+            "layout": layout.label,
+            "case": layout.role,
+            "dtype": target.dtype,
+            "backend": backend,
+            "impl": impl,
+            "kind": kind,
+            "median_s": t,
+        }
+
+    ref_kind = None if target.ref[2] else target.kind
+    return {
+        "config": {"backends": []},
+        "records": [
+            record(*target.ours, target.kind, ours_s),
+            record(target.ref[0], target.ref[1], ref_kind, ref_s),
+        ],
+    }
+
+
+def test_bench_targets_cover_the_issue() -> None:
+    """Every target names a case the suite runs and a row it builds; the new
+    round's bounds are there (a typo would leave a target n/a forever)."""
+    from softmax_xp._bench._cases import FULL_LAYOUTS, GRAD, KINDS, MLP_KIND
+    from softmax_xp._bench._report import TARGETS
+
+    roles = {layout.role for layout in FULL_LAYOUTS}
+    kinds = {*KINDS, *(k + GRAD for k in KINDS), MLP_KIND}
+    impls = {
+        "softmax_xp",
+        "softmax_xp 1 thread",
+        "scipy.special",
+        "np.exp",
+        "torch",
+        "jax.nn (jit)",
+    }
+    assert len({t.title for t in TARGETS}) == len(TARGETS)
+    for t in TARGETS:
+        assert t.case in roles, t
+        assert t.kind in kinds, t
+        assert t.ours[1] in impls, t
+        assert t.ref[1] in impls, t
+    bounds = {t.title: (t.mode, t.bound) for t in TARGETS}
+    for title, want in {
+        "torch softmax 8x128 float32 vs torch.softmax": ("ratio", 3.0),
+        "torch log_softmax forward+backward 8x128 float32 vs torch.log_softmax": (
+            "ratio",
+            3.0,
+        ),
+        "JAX softmax 8x128 float32 (called eagerly) vs jit(jax.nn.softmax)": (
+            "ratio",
+            1.3,
+        ),
+        "JAX logsumexp 4096x4096 float32 vs jit(jax.nn.logsumexp)": ("ratio", 1.1),
+        "NumPy softmax 1000000x64 float32 vs scipy": ("speedup", 1.7),
+        "NumPy softmax 4096x4096 float32: all threads vs 1 thread": ("speedup", 1.5),
+    }.items():
+        assert bounds[title] == want
+
+
+@pytest.mark.parametrize("met", [True, False])
+def test_bench_targets_on_synthetic_records(met: bool) -> None:
+    """Each target alone: the ratio of its two medians, met on the right side
+    of the bound (ours 10% inside it, or 10% outside)."""
+    from softmax_xp._bench._report import TARGETS, evaluate_targets
+
+    for t in TARGETS:
+        # the value the target should read: 10% better or worse than the bound
+        value = t.bound * (1.1 if met == (t.mode == "speedup") else 0.9)
+        ours_s, ref_s = (
+            (1e-3, 1e-3 * value)
+            if t.mode == "speedup"
+            else (
+                1e-3 * value,
+                1e-3,
+            )
+        )
+        [entry] = [e for e in evaluate_targets(_synthetic(t, ours_s, ref_s))
+                   if e["title"] == t.title]  # fmt: skip
+        assert entry["value"] == pytest.approx(value), t.title
+        assert entry["met"] is met, t.title
+
+
+def test_bench_report_shows_a_peer_beside_and_the_case() -> None:
+    """F.cross_entropy is nobody's peer: it gets a row against ours; the MLP's
+    header says what it is instead of a size."""
+    from softmax_xp._bench._report import format_report, table_rows
+
+    common = {"layout": "mlp", "dtype": "float32", "nbytes": 4, "floor": "numpy"}
+    common["about"] = "MLP 32-64-10"
+    common["kind"] = "mlp step"
+    records = [
+        {**common, "backend": "torch", "impl": "torch", "role": "peer",
+         "median_s": 2e-4, "call": "step with torch.log_softmax", "peer": None},
+        {**common, "backend": "torch", "impl": "F.cross_entropy", "role": "peer",
+         "median_s": 1e-4, "call": "step with F.cross_entropy", "peer": None},
+        {**common, "backend": "torch", "impl": "softmax_xp", "role": "ours",
+         "median_s": 3e-4, "label": "torch", "peer": ["torch", "torch"],
+         "check": {"ok": True}},
+    ]  # fmt: skip
+    result = {"records": records, "mode": "full", "targets": []}
+    rows = table_rows(result)
+    assert [(r["peer"], r["ours_over_peer"]) for r in rows] == [
+        ("step with torch.log_softmax", pytest.approx(1.5)),
+        ("step with F.cross_entropy", pytest.approx(3.0)),
+    ]
+    result.update(
+        date="d",
+        machine={"cpu_model": "cpu", "cpus_usable": 2, "cpu_count": 2, "python": "3"},
+        duration_s=1.0,
+        loadavg_start=None,
+        loadavg_end=None,
+    )
+    text = format_report(result)
+    assert "mlp float32 (MLP 32-64-10)\n" in text
+    assert "floors:" not in text
+
+
 BENCH_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
 

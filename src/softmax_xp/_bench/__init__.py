@@ -68,7 +68,8 @@ def build_parser(
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="shapes 64x smaller, 3 short repeats: proves the suite works (CI)",
+        help="the large shapes 64x smaller, 3 short repeats: proves the suite "
+        "works (CI)",
     )
     parser.add_argument(
         "--backends",
@@ -79,9 +80,10 @@ def build_parser(
     )
     parser.add_argument(
         "--shapes",
-        help="comma-separated ROWSxCOLS[:AXIS], e.g. 4096x4096,4096x4096:0 "
-        f"(default: {', '.join(layout.label for layout in FULL_LAYOUTS[:-1])} "
-        f"and {FULL_LAYOUTS[-1].label}; with --quick each but the last 64x smaller)",
+        help="comma-separated ROWSxCOLS[:AXIS] or a named case (mlp: the "
+        "training-loop row), e.g. 4096x4096,4096x4096:0,8x128,mlp (default: "
+        f"{', '.join(layout.label for layout in FULL_LAYOUTS)}; with --quick the "
+        "large ones 64x smaller)",
     )
     parser.add_argument(
         "--dtypes",
@@ -93,7 +95,8 @@ def build_parser(
         "--kinds",
         type=comma_separated(KINDS),
         default=KINDS,
-        help=f"comma-separated, default {','.join(KINDS)}",
+        help=f"comma-separated, default {','.join(KINDS)} (softmax and "
+        "log_softmax bring their forward+backward rows on 8x128 and 64x1024)",
     )
     parser.add_argument(
         "--repeat", type=int, help="timed batches per candidate (default 7; quick 3)"
@@ -121,7 +124,8 @@ def build_parser(
         "--in-jit",
         action=argparse.BooleanOptionalAction,
         help="JAX: also time ours inside jax.jit (default on; off with --quick, "
-        "where its compilations cost about a third of the run)",
+        "where its compilations cost about a third of the run; the "
+        "forward+backward and MLP rows are in jit either way)",
     )
     parser.add_argument("--seed", type=int, default=0, help="input RNG seed")
     parser.add_argument(

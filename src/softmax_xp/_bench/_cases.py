@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import itertools
 import math
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,18 +41,35 @@ __all__ = [
 ]
 
 KINDS = ("softmax", "log_softmax", "logsumexp")
+# forward and backward of the small-call rows: the kind's name with this suffix
+GRAD = " fwd+bwd"
+GRAD_KINDS = ("softmax", "log_softmax")
+MLP_KIND = "mlp step"
+# the cases where the cost of one call is what is measured: forward and
+# forward+backward on torch and JAX, serial on NumPy (no one-thread row)
+SMALL_CALL = frozenset({"tiny", "small"})
 
 
 @dataclass(frozen=True)
 class Layout:
-    """An input shape and the axis the functions work along."""
+    """An input shape and the axis the functions work along.
+
+    A named layout (``name``) is a case of its own rather than a shape: the
+    training-loop row, whose input is the MLP's data set. ``dtypes``, when
+    set, are the only dtypes it runs in.
+    """
 
     shape: tuple[int, ...]
     axis: int = -1
     role: str | None = None  # the case of the performance targets it stands for
+    name: str | None = None
+    about: str | None = None  # printed in the group's header instead of the size
+    dtypes: tuple[str, ...] | None = None
 
     @property
     def label(self) -> str:
+        if self.name is not None:
+            return self.name
         dims = "x".join(str(n) for n in self.shape)
         return dims if self.axis in (-1, len(self.shape) - 1) else f"{dims}:{self.axis}"
 
@@ -59,6 +78,28 @@ class Layout:
         return math.prod(self.shape)
 
 
+# The training-loop row: a 2-layer MLP (32-64-10) trained by SGD on batches of
+# 128; the suite's input for it is the data set (MLP_BATCHES batches in a row),
+# labels and initial weights come from FIXED_SEED, so every candidate starts from
+# the same weights and sees the same batches in the same order.
+MLP_SIZES = (32, 64, 10)
+MLP_BATCH = 128
+MLP_BATCHES = 8
+MLP_LR = 0.01
+# the seed of what is not the suite's input: cotangents, MLP labels and weights
+FIXED_SEED = 12
+MLP = Layout(
+    (MLP_BATCHES * MLP_BATCH, MLP_SIZES[0]),
+    -1,
+    "mlp",
+    name="mlp",
+    about=(
+        f"MLP {'-'.join(map(str, MLP_SIZES))}, batches of {MLP_BATCH}, "
+        "one SGD step (forward, loss, backward, update)"
+    ),
+    dtypes=("float32",),
+)
+
 FULL_LAYOUTS = (
     Layout((4096, 4096), -1, "square"),
     Layout((4096, 4096), 0, "square-axis0"),
@@ -66,8 +107,10 @@ FULL_LAYOUTS = (
     Layout((64, 1_000_000), -1, "wide"),
     Layout((16_777_216,), -1, "flat"),
     Layout((8, 128), -1, "tiny"),
+    Layout((64, 1024), -1, "small"),
+    MLP,
 )
-# every layout 64x smaller, except the call-overhead one, which is small already
+# the large layouts 64x smaller; the small-call ones and the MLP are small already
 QUICK_LAYOUTS = (
     Layout((512, 512), -1, "square"),
     Layout((512, 512), 0, "square-axis0"),
@@ -75,25 +118,34 @@ QUICK_LAYOUTS = (
     Layout((64, 15_625), -1, "wide"),
     Layout((262_144,), -1, "flat"),
     Layout((8, 128), -1, "tiny"),
+    Layout((64, 1024), -1, "small"),
+    MLP,
 )
 
 
 def parse_layouts(spec: str, known: Sequence[Layout]) -> tuple[Layout, ...]:
-    """``"4096x4096,4096x4096:0,16777216"`` -> layouts (``:axis`` defaults to -1).
+    """``"4096x4096,4096x4096:0,16777216,mlp"`` -> layouts (``:axis`` defaults to -1).
 
-    A layout equal to one of ``known`` takes its role, so targets still apply.
+    A layout equal to one of ``known`` takes its role, so targets still apply;
+    a name (``mlp``) picks the named case of ``known``.
     """
     layouts = []
+    named = {k.name: k for k in known if k.name is not None}
     for raw in spec.split(","):
         token = raw.strip().lower()
         if not token:
+            continue
+        if token in named:
+            layouts.append(named[token])
             continue
         dims, _, axis_text = token.partition(":")
         try:
             shape = tuple(int(d.replace("_", "")) for d in dims.split("x"))
             axis = int(axis_text) if axis_text else -1
         except ValueError:
-            msg = f"--shapes: {raw!r} is not ROWSxCOLS[:AXIS] (e.g. 4096x4096:0)"
+            msg = f"--shapes: {raw!r} is not ROWSxCOLS[:AXIS] (e.g. 4096x4096:0)" + (
+                f" or {', '.join(named)}" if named else ""
+            )
             raise ValueError(msg) from None
         if any(n <= 0 for n in shape) or not -len(shape) <= axis < len(shape):
             msg = f"--shapes: {raw!r} has a non-positive size or an axis out of range"
@@ -102,7 +154,9 @@ def parse_layouts(spec: str, known: Sequence[Layout]) -> tuple[Layout, ...]:
             (
                 k.role
                 for k in known
-                if k.shape == shape and k.axis % len(shape) == axis % len(shape)
+                if k.name is None
+                and k.shape == shape
+                and k.axis % len(shape) == axis % len(shape)
             ),
             None,
         )
@@ -128,6 +182,7 @@ class Candidate:
     timing: Timing = field(default_factory=Timing)
     check: dict[str, Any] | None = None
     error: str | None = None
+    call: str | None = None  # what is timed, as the table names it (default: impl)
 
     @property
     def label(self) -> str:
@@ -189,6 +244,49 @@ def _version(module: Any) -> str | None:
     return getattr(module, "__version__", None)
 
 
+def cotangent(x: np.ndarray) -> np.ndarray:
+    """The cotangent of the forward+backward rows (the same on every backend).
+
+    torch's ``y.backward(g)`` and JAX's ``grad(sum(f(x) * g))`` both give the
+    vector-Jacobian product with ``g``, so their gradients can be checked
+    against each other.
+    """
+    rng = np.random.default_rng([FIXED_SEED, *x.shape])
+    return rng.standard_normal(x.shape).astype(x.dtype)
+
+
+Weights = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class MlpProblem:
+    """The MLP case's data: batches, labels, initial weights (``x @ w + b``)."""
+
+    batches: list[np.ndarray]
+    labels: list[np.ndarray]
+    weights: Weights
+
+
+def mlp_problem(x: np.ndarray) -> MlpProblem:
+    """``x`` (the suite's input) cut into batches; labels and weights from FIXED_SEED.
+
+    The labels are random, so the loss stays near ``log(10)`` over the many
+    steps a run takes (nothing to learn but noise): every step costs the same.
+    The weights are drawn as torch's ``nn.Linear`` draws them.
+    """
+    rng = np.random.default_rng(FIXED_SEED)
+    n_in, n_hidden, n_out = MLP_SIZES
+    batches = [np.array(b) for b in np.split(x, MLP_BATCHES)]
+    labels = [rng.integers(0, n_out, MLP_BATCH) for _ in batches]
+    weights = []
+    for fan_in, fan_out in ((n_in, n_hidden), (n_hidden, n_out)):
+        bound = 1 / math.sqrt(fan_in)
+        weights.append(rng.uniform(-bound, bound, (fan_in, fan_out)).astype(x.dtype))
+        weights.append(rng.uniform(-bound, bound, fan_out).astype(x.dtype))
+    w1, b1, w2, b2 = weights
+    return MlpProblem(batches, labels, (w1, b1, w2, b2))
+
+
 class Backend:
     """One array library: how to build its inputs and candidates."""
 
@@ -202,6 +300,12 @@ class Backend:
     def probe(self) -> str | None:
         """``None`` when this backend can run here, else the reason it cannot."""
         raise NotImplementedError
+
+    def enter(self, layout: Layout) -> None:
+        """Called before the candidates of an input on ``layout`` are built."""
+
+    def leave(self) -> None:
+        """Called once the run is over: undo what :meth:`enter` changed."""
 
     def info(self) -> dict[str, Any]:
         """Versions, threads and devices, for the JSON record."""
@@ -263,11 +367,18 @@ def _np(a: Any) -> np.ndarray:
     return np.asarray(a)
 
 
+ONE_THREAD = "softmax_xp 1 thread"
+
+
 class NumpyBackend(Backend):
     """NumPy: the floors, ``scipy.special`` as the peer, ours.
 
-    The floors run whatever ``--backends`` says; ``parts`` drops the rest when
-    NumPy was not asked for (ours stays when Dask needs it as its reference).
+    Ours runs twice on the large inputs: as called (all the threads the
+    NumPy path takes) and under ``softmax_xp.num_threads(1)``, the variant
+    ``numpy [1 thread]``: the threads row, the one-thread floor target and
+    Dask's reference. The floors run whatever ``--backends`` says; ``parts``
+    drops the rest when NumPy was not asked for (ours stays when Dask needs
+    it as its reference). The MLP case has no NumPy row.
     """
 
     name = "numpy"
@@ -297,6 +408,8 @@ class NumpyBackend(Backend):
     def candidates(
         self, x: np.ndarray, layout: Layout, kinds: Sequence[str]
     ) -> tuple[list[Candidate], list[Skip]]:
+        if layout.name is not None:
+            return [], []
         y = np.empty_like(x)
 
         def copy() -> np.ndarray:
@@ -319,7 +432,22 @@ class NumpyBackend(Backend):
             if "ours" in self.parts:
                 peer = ("numpy", "scipy.special") if "peer" in self.parts else None
                 out += self._ours(kind, x, layout.axis, _identity, _np, peer)
+                if layout.role not in SMALL_CALL and hasattr(self.sx, "num_threads"):
+                    out.append(self._one_thread(kind, x, layout.axis, peer))
         return out, skips
+
+    def _one_thread(
+        self, kind: str, x: np.ndarray, axis: int, peer: tuple[str, str] | None
+    ) -> Candidate:
+        """Ours under ``softmax_xp.num_threads(1)``: the serial NumPy path."""
+        f = functools.partial(getattr(self.sx, kind), axis=axis)
+        one = self.sx.num_threads
+
+        def call() -> Any:
+            with one(1):
+                return f(x)
+
+        return Candidate("numpy", ONE_THREAD, "variant", kind, call, _np, peer)
 
 
 def _identity(a: Any) -> Any:
@@ -327,26 +455,53 @@ def _identity(a: Any) -> Any:
 
 
 class TorchBackend(Backend):
-    """PyTorch CPU tensors (zero-copy views of the NumPy input)."""
+    """PyTorch CPU tensors (zero-copy views of the NumPy input).
+
+    The small calls and the MLP run torch on one intra-op thread unless
+    ``--torch-threads`` says otherwise (``threads``): on this project's shared
+    2-core machine a second torch thread made an 8x128 ``torch.softmax`` 15-30x
+    slower under load (100-190 us against 6-17 us on one thread), which buries
+    the call overhead these rows measure; the issue's figures are on one
+    thread. The large inputs run at torch's default count.
+    """
 
     name = "torch"
+    threads: int | None = None  # --torch-threads: every input at this count
 
     def probe(self) -> str | None:
         self.torch, reason = _import("torch")
+        if reason is None:
+            self.default_threads = self.torch.get_num_threads()
         return reason
+
+    def small_call_threads(self) -> int:
+        return 1 if self.threads is None else self.threads
 
     def info(self) -> dict[str, Any]:
         t = self.torch
         return {
             "torch": t.__version__,
-            "num_threads": t.get_num_threads(),
+            "num_threads": self.threads or self.default_threads,
+            "num_threads_small_calls": self.small_call_threads(),
             "num_interop_threads": t.get_num_interop_threads(),
         }
+
+    def enter(self, layout: Layout) -> None:
+        small = layout.role in SMALL_CALL or layout.name is not None
+        n = self.small_call_threads() if small else self.threads
+        n = n or self.default_threads
+        if self.torch.get_num_threads() != n:
+            self.torch.set_num_threads(n)
+
+    def leave(self) -> None:
+        self.torch.set_num_threads(self.default_threads)
 
     def candidates(
         self, x: np.ndarray, layout: Layout, kinds: Sequence[str]
     ) -> tuple[list[Candidate], list[Skip]]:
         torch = self.torch
+        if layout.name == MLP.name:
+            return _torch_mlp_candidates(self.sx, torch, x), []
         with warnings.catch_warnings():
             # the input is read-only on purpose; torch warns that tensors cannot be
             warnings.filterwarnings("ignore", "The given NumPy array is not writable")
@@ -393,7 +548,109 @@ def _torch_candidates(
         out += backend._ours(
             kind, xt, layout.axis, finish, _torch_numpy, (name, "torch"), floor
         )
+    if layout.role not in SMALL_CALL:
+        return out
+    # forward+backward: y = f(t) on a leaf t that requires grad, y.backward(g)
+    cot = torch.from_numpy(cotangent(xt.cpu().numpy())).to(xt.device)
+    for kind in (k for k in GRAD_KINDS if k in kinds):
+        theirs = functools.partial(peers[kind], dim=layout.axis)
+        ours = functools.partial(getattr(backend.sx, kind), axis=layout.axis)
+        for impl, role, f in (("torch", "peer", theirs), ("softmax_xp", "ours", ours)):
+            out.append(
+                Candidate(
+                    name,
+                    impl,
+                    role,
+                    kind + GRAD,
+                    _torch_backward(f, xt, cot, finish),
+                    _torch_numpy,
+                    None if role == "peer" else (name, "torch"),
+                    floor,
+                    call=f"torch.{kind} + backward" if role == "peer" else None,
+                )
+            )
     return out
+
+
+def _torch_backward(
+    f: Callable[[Any], Any], xt: Any, cot: Any, finish: Callable[[Any], Any]
+) -> Callable[[], Any]:
+    """One forward and backward of ``f``: the gradient, fresh each call."""
+    t = xt.detach().clone().requires_grad_(True)
+
+    def call() -> Any:
+        t.grad = None
+        f(t).backward(cot)
+        return finish(t.grad)
+
+    return call
+
+
+def _torch_mlp(
+    torch: Any, problem: MlpProblem, loss: Callable[[Any, Any], Any]
+) -> Callable[[], Any]:
+    """One training step of the MLP with ``loss(logits, labels)``: its loss value.
+
+    ``nn.Linear`` layers holding the problem's weights, ``torch.optim.SGD``;
+    the batches in turn.
+    """
+    w1, b1, w2, b2 = (torch.from_numpy(w) for w in problem.weights)
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(*w1.shape), nn.ReLU(), nn.Linear(*w2.shape))
+    with torch.no_grad():
+        for layer, w, b in ((model[0], w1, b1), (model[2], w2, b2)):
+            layer.weight.copy_(w.T)
+            layer.bias.copy_(b)
+    sgd = torch.optim.SGD(model.parameters(), lr=MLP_LR)
+    xs = [torch.from_numpy(b) for b in problem.batches]
+    ys = [torch.from_numpy(y) for y in problem.labels]
+    turn = itertools.cycle(range(len(xs)))
+
+    def step() -> Any:
+        i = next(turn)
+        value = loss(model(xs[i]), ys[i])
+        sgd.zero_grad()
+        value.backward()
+        sgd.step()
+        return value.detach()
+
+    return step
+
+
+def _torch_mlp_candidates(sx: Any, torch: Any, x: np.ndarray) -> list[Candidate]:
+    """The MLP step: loss from our log_softmax, from torch's, F.cross_entropy."""
+    functional = torch.nn.functional
+    problem = mlp_problem(x)
+
+    def ours(z: Any, y: Any) -> Any:
+        return functional.nll_loss(sx.log_softmax(z, axis=-1), y)
+
+    def theirs(z: Any, y: Any) -> Any:
+        return functional.nll_loss(torch.log_softmax(z, dim=-1), y)
+
+    rows = (
+        ("torch", "peer", theirs, "step with torch.log_softmax"),
+        (
+            "F.cross_entropy",
+            "peer",
+            functional.cross_entropy,
+            "step with F.cross_entropy",
+        ),
+        ("softmax_xp", "ours", ours, None),
+    )
+    return [
+        Candidate(
+            "torch",
+            impl,
+            role,
+            MLP_KIND,
+            _torch_mlp(torch, problem, loss),
+            _torch_numpy,
+            ("torch", "torch") if role == "ours" else None,
+            call=call,
+        )
+        for impl, role, loss, call in rows
+    ]
 
 
 class TorchCudaBackend(Backend):
@@ -415,6 +672,8 @@ class TorchCudaBackend(Backend):
         self, x: np.ndarray, layout: Layout, kinds: Sequence[str]
     ) -> tuple[list[Candidate], list[Skip]]:
         torch = self.torch
+        if layout.name is not None:  # the MLP runs on the CPU backends
+            return [], []
         xt = torch.from_numpy(x.copy()).cuda()
 
         def finish(a: Any) -> Any:
@@ -452,8 +711,10 @@ class JaxBackend(Backend):
         self, x: np.ndarray, layout: Layout, kinds: Sequence[str]
     ) -> tuple[list[Candidate], list[Skip]]:
         jax = self.jax
-        xj = jax.device_put(x)
         floor = "numpy" if jax.default_backend() == "cpu" else "jax"
+        if layout.name == MLP.name:
+            return _jax_mlp_candidates(self.sx, jax, x, floor), []
+        xj = jax.device_put(x)
         out = []
 
         def finish(a: Any) -> Any:
@@ -496,11 +757,126 @@ class JaxBackend(Backend):
                     floor,
                 )
             )
+        if layout.role in SMALL_CALL:
+            out += self._backward(xj, layout, kinds, floor)
         return out, []
+
+    def _backward(
+        self, xj: Any, layout: Layout, kinds: Sequence[str], floor: str
+    ) -> list[Candidate]:
+        """``jit(grad(sum(f(x) * c)))``: jax.nn's ``f`` against ours, both in jit."""
+        jax = self.jax
+        cot = jax.device_put(cotangent(np.asarray(xj)))
+        out = []
+        for kind in (k for k in GRAD_KINDS if k in kinds):
+            for impl, role, f in (
+                ("jax.nn (jit)", "peer", getattr(jax.nn, kind)),
+                ("softmax_xp in jit", "variant", getattr(self.sx, kind)),
+            ):
+                vjp = jax.jit(jax.grad(_weighted_sum(jax, f, layout.axis)))
+                out.append(
+                    Candidate(
+                        "jax",
+                        impl,
+                        role,
+                        kind + GRAD,
+                        _block(vjp, xj, cot),
+                        _np,
+                        None if role == "peer" else ("jax", "jax.nn (jit)"),
+                        floor,
+                        call=f"jit(grad(jax.nn.{kind}))" if role == "peer" else None,
+                    )
+                )
+        return out
+
+
+def _weighted_sum(
+    jax: Any, f: Callable[..., Any], axis: int
+) -> Callable[[Any, Any], Any]:
+    """``(x, c) -> sum(f(x) * c)``: its gradient is the VJP of ``f`` with ``c``."""
+
+    def loss(x: Any, c: Any) -> Any:
+        return jax.numpy.sum(f(x, axis=axis) * c)
+
+    return loss
+
+
+def _block(f: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    """``f(*args)``, waited for (``block_until_ready``)."""
+    return lambda: f(*args).block_until_ready()
+
+
+def _jax_mlp(
+    jax: Any, problem: MlpProblem, log_softmax: Callable[..., Any]
+) -> Callable[[], Any]:
+    """One jitted training step of the MLP with ``log_softmax`` in its loss.
+
+    The loss is the mean negative log-likelihood, the update plain SGD, the
+    weights carried from step to step; the batches in turn.
+    """
+    jnp = jax.numpy
+
+    def loss(params: Weights, xb: Any, yb: Any) -> Any:
+        w1, b1, w2, b2 = params
+        logits = jax.nn.relu(xb @ w1 + b1) @ w2 + b2
+        picked = jnp.take_along_axis(log_softmax(logits, axis=-1), yb[:, None], 1)
+        return -jnp.mean(picked)
+
+    def sgd(params: Weights, xb: Any, yb: Any) -> Any:
+        value, grads = jax.value_and_grad(loss)(params, xb, yb)
+        new = tuple(p - MLP_LR * g for p, g in zip(params, grads, strict=True))
+        return new, value
+
+    step = jax.jit(sgd)
+    state = [tuple(jax.device_put(w) for w in problem.weights)]
+    xs = [jax.device_put(b) for b in problem.batches]
+    ys = [jax.device_put(y) for y in problem.labels]
+    turn = itertools.cycle(range(len(xs)))
+
+    def call() -> Any:
+        i = next(turn)
+        state[0], value = step(state[0], xs[i], ys[i])
+        return value.block_until_ready()
+
+    return call
+
+
+def _jax_mlp_candidates(
+    sx: Any, jax: Any, x: np.ndarray, floor: str
+) -> list[Candidate]:
+    """The MLP step under jax.jit: the loss from jax.nn's log_softmax, from ours."""
+    problem = mlp_problem(x)
+    return [
+        Candidate(
+            "jax",
+            "jax.nn (jit)",
+            "peer",
+            MLP_KIND,
+            _jax_mlp(jax, problem, jax.nn.log_softmax),
+            _np,
+            floor=floor,
+            call="jit(step with jax.nn.log_softmax)",
+        ),
+        Candidate(
+            "jax",
+            "softmax_xp in jit",
+            "variant",
+            MLP_KIND,
+            _jax_mlp(jax, problem, sx.log_softmax),
+            _np,
+            ("jax", "jax.nn (jit)"),
+            floor,
+        ),
+    ]
 
 
 class DaskBackend(Backend):
-    """Dask arrays over the NumPy input; the clock includes ``compute()``."""
+    """Dask arrays over the NumPy input; the clock includes ``compute()``.
+
+    Each call builds the graph (our function on the Dask array) and computes
+    it with the threaded scheduler, one worker per usable CPU: what a user
+    does, and what the Dask target holds against our NumPy path on one thread.
+    """
 
     name = "dask"
     scheduler = "threads"
@@ -511,13 +887,19 @@ class DaskBackend(Backend):
 
     def info(self) -> dict[str, Any]:
         dask, _ = _import("dask")
-        system, _ = _import("dask.system")
         return {
             "dask": _version(dask),
             "scheduler": self.scheduler,
-            "num_workers": dask.config.get("num_workers", None)
-            or getattr(system, "CPU_COUNT", None),
+            "num_workers": self.workers(),
         }
+
+    @staticmethod
+    def workers() -> int:
+        """The threaded scheduler's workers: the CPUs this process may use."""
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
 
     @staticmethod
     def chunks(layout: Layout) -> tuple[int, ...]:
@@ -528,16 +910,20 @@ class DaskBackend(Backend):
     def candidates(
         self, x: np.ndarray, layout: Layout, kinds: Sequence[str]
     ) -> tuple[list[Candidate], list[Skip]]:
+        if layout.name is not None:
+            return [], []
         xd = self.da.from_array(x, chunks=self.chunks(layout))
+        workers = self.workers()
         out = []
 
         def finish(a: Any) -> Any:
-            return a.compute(scheduler=self.scheduler)
+            return a.compute(scheduler=self.scheduler, num_workers=workers)
 
+        # held against our NumPy path on one thread where that row runs
+        serial = layout.role not in SMALL_CALL and hasattr(self.sx, "num_threads")
+        peer = ("numpy", ONE_THREAD if serial else "softmax_xp")
         for kind in kinds:
-            out += self._ours(
-                kind, xd, layout.axis, finish, _np, ("numpy", "softmax_xp")
-            )
+            out += self._ours(kind, xd, layout.axis, finish, _np, peer)
         return out, []
 
 
@@ -566,6 +952,8 @@ class CupyBackend(Backend):
         self, x: np.ndarray, layout: Layout, kinds: Sequence[str]
     ) -> tuple[list[Candidate], list[Skip]]:
         cp = self.cp
+        if layout.name is not None:  # the MLP runs on the CPU backends
+            return [], []
         xc = cp.asarray(x)
         yc = cp.empty_like(xc)
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import _machine
-from ._cases import Backend, Candidate, Layout, Skip, make_backends
+from ._cases import Backend, Candidate, Layout, Skip, TorchBackend, make_backends
 from ._timing import calibrate, round_robin
 
 __all__ = ["Config", "run_suite"]
@@ -63,10 +63,13 @@ def _order(cands: list[Candidate]) -> list[Candidate]:
     return sorted(cands, key=rank)
 
 
-def _warm_up(cands: list[Candidate], kinds: Sequence[str], dtype: str) -> None:
+def _warm_up(cands: list[Candidate], dtype: str) -> None:
     """Call each candidate once (compiling JAX) and check it against a reference.
 
-    One kind at a time, so that at most two full-size results are alive.
+    One kind at a time, so that at most two full-size results are alive. The
+    kinds are those of the candidates: the forward ones, and where built the
+    forward+backward rows (gradients checked against the first backend's peer)
+    and the MLP step (the first step's loss, from the same weights and batch).
     """
     for c in cands:
         if c.kind is None:
@@ -75,7 +78,7 @@ def _warm_up(cands: list[Candidate], kinds: Sequence[str], dtype: str) -> None:
             except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
                 c.error = _error(exc)
     tol = _TOLERANCE.get(dtype, 1e-6)
-    for kind in kinds:
+    for kind in dict.fromkeys(c.kind for c in cands if c.kind is not None):
         ref: np.ndarray | None = None
         ref_name = ""
         for c in _order([c for c in cands if c.kind == kind]):
@@ -126,7 +129,10 @@ def _record(c: Candidate, layout: Layout, dtype: str, nbytes: int) -> dict[str, 
         "min_s": t.best if t.times else None,
         "check": c.check,
         "error": c.error,
+        "call": c.call,
     }
+    if layout.name is not None:
+        rec["about"] = layout.about
     if t.times:
         rec["gbytes_per_s"] = nbytes / t.median / 1e9
         rec["elements_per_s"] = layout.size / t.median
@@ -154,6 +160,7 @@ def _run_group(
     errors: list[dict[str, Any]] = []
     for b in backends:
         try:
+            b.enter(layout)
             built, skipped = b.candidates(x, layout, config.kinds)
         except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
             errors.append({**where, "backend": b.name, "error": _error(exc)})
@@ -162,7 +169,7 @@ def _run_group(
         cands += built
         skips += skipped
     t0 = time.perf_counter()
-    _warm_up(cands, config.kinds, dtype)
+    _warm_up(cands, dtype)
     t1 = time.perf_counter()
     for c in cands:
         if c.error is None:
@@ -236,7 +243,9 @@ def run_suite(
     )
     if config.torch_threads is not None:
         for b in backends:
-            if b.name in {"torch", "torch-cuda"}:
+            if isinstance(b, TorchBackend):
+                b.threads = config.torch_threads
+            elif b.name == "torch-cuda":
                 b.torch.set_num_threads(config.torch_threads)  # type: ignore[attr-defined]
     result["backends"] = {}
     for b in backends:
@@ -249,7 +258,12 @@ def run_suite(
 
     records: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
-    groups = [(l, d) for l in config.layouts for d in config.dtypes]
+    groups = [
+        (l, d)
+        for l in config.layouts
+        for d in config.dtypes
+        if l.dtypes is None or d in l.dtypes
+    ]
     for i, (layout, dtype) in enumerate(groups, 1):
         t0 = time.perf_counter()
         # one stream per layout: every dtype gets the same values, rounded
@@ -271,6 +285,8 @@ def run_suite(
         )
         if progress is not None:
             progress(i, len(groups), f"{layout.label} {dtype}")
+    for b in backends:
+        b.leave()
     result.update(
         records=records,
         skipped=[
