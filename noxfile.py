@@ -1,7 +1,17 @@
+#!/usr/bin/env python3
+# /// script
+# requires-python = ">=3.11"
+# dependencies = ["nox>=2025.2.9"]
+# ///
 """Development sessions: one test session per backend, plus lint and types.
 
-``nox`` runs every session that needs no GPU (the CI matrix); ``nox -l`` lists
-them all. Arguments after ``--`` go to pytest, e.g. ``nox -s tests-numpy -- -x``.
+``nox`` (or ``./noxfile.py``) runs every session that needs no GPU (the CI
+matrix); ``nox -l`` lists them all. Arguments after ``--`` go to pytest, e.g.
+``nox -s tests-numpy -- -x``.
+
+Each session has its own virtual environment under ``.nox/``; a file that pip
+installs there and another session's environment already holds (torch, JAX,
+SciPy...) is hard-linked to that copy, so each is stored once (_share_files).
 
 Environment variables:
 
@@ -17,9 +27,11 @@ Environment variables:
 
 from __future__ import annotations
 
+import csv
 import os
 import shlex
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import nox
@@ -39,6 +51,7 @@ TEST_TOOLS = nox.project.dependency_groups(PYPROJECT, "test-tools")
 DEV_DEPS = nox.project.dependency_groups(PYPROJECT, "dev")
 BENCH_DEPS = nox.project.dependency_groups(PYPROJECT, "bench")
 DOCS_DEPS = nox.project.dependency_groups(PYPROJECT, "docs")
+BUILD_DEPS = nox.project.dependency_groups(PYPROJECT, "build")
 
 TORCH = shlex.split(os.environ.get("SOFTMAX_XP_TORCH", "torch==2.13.0"))
 CUPY = shlex.split(os.environ.get("SOFTMAX_XP_CUPY", "cupy-cuda12x"))
@@ -63,6 +76,58 @@ def _dev_tool(name: str) -> str:
     raise LookupError(msg)
 
 
+def _install(session: nox.Session, *args: str) -> None:
+    """``session.install(*args)``, then the installed files shared (_share_files)."""
+    session.install(*args)
+    _share_files(session)
+
+
+def _installed_files(env: Path) -> Iterator[tuple[tuple[str, str], Path]]:
+    """((path in site-packages, hash), file) for each file pip recorded with its
+    hash in ``env`` (console scripts differ per environment: their shebang)."""
+    for pattern in ("lib/python*/site-packages", "Lib/site-packages"):
+        for site in env.glob(pattern):
+            for record in site.glob("*.dist-info/RECORD"):
+                lines = record.read_text(encoding="utf-8").splitlines()
+                for row in csv.reader(lines):
+                    if len(row) == 3 and row[1]:
+                        yield (row[0], row[1]), site / row[0]
+
+
+def _share_files(session: nox.Session) -> None:
+    """Hard-link each file pip installed in this session's environment to the same
+    file (same path, same hash in pip's RECORD) in another one under .nox/, as uv
+    does: torch, JAX and SciPy are on disk once, not once per session. pip and
+    Python replace files and never write into them, so no environment changes
+    another's files."""
+    here = Path(session.virtualenv.location)
+    others: dict[tuple[str, str], Path] = {}
+    for env in here.parent.iterdir():
+        if env != here and env.is_dir():
+            for key, path in _installed_files(env):
+                others.setdefault(key, path)
+    linked = 0
+    for key, path in _installed_files(here):
+        source = others.get(key)
+        if source is None:
+            continue
+        try:
+            old, new = path.stat(), source.stat()
+            if old.st_ino == new.st_ino or old.st_dev != new.st_dev:
+                continue
+            if old.st_size != new.st_size:
+                continue
+            temporary = path.with_name(path.name + ".nox-link")
+            temporary.unlink(missing_ok=True)
+            temporary.hardlink_to(source)
+            temporary.replace(path)
+        except OSError:  # no hard links on this file system: keep the copy
+            continue
+        linked += old.st_size
+    if linked:
+        session.log(f"{linked / 2**20:,.0f} MiB linked to other sessions' copies")
+
+
 def _pytest(
     session: nox.Session,
     backends: str,
@@ -76,7 +141,7 @@ def _pytest(
     """Install the project, its test group and ``deps``; run pytest on ``backends``
     (over ``paths``, default the whole suite), spread over ``WORKERS`` processes."""
     if install:
-        session.install(*deps, ".", *(TEST_DEPS if test_deps else TEST_TOOLS))
+        _install(session, *deps, ".", *(TEST_DEPS if test_deps else TEST_TOOLS))
     REPORTS.mkdir(exist_ok=True)
     name = report_name or session.name
     report = REPORTS / f"{name}.xml"
@@ -191,8 +256,8 @@ def tests_oldest(session: nox.Session) -> None:
     test tools, JAX and Dask; torch's floor is the CPU build tests-torch runs):
     the whole suite on NumPy and array-api-strict, then the conformance and
     contract suites on JAX and Dask."""
-    session.install(*_floors())
-    session.install("--no-deps", ".")
+    _install(session, *_floors())
+    _install(session, "--no-deps", ".")
     session.run("python", "-m", "pip", "list", "--format=freeze", silent=False)
     _pytest(session, "numpy,array_api_strict", install=False)
     _pytest(
@@ -213,7 +278,7 @@ def tests_cupy(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff: the lint rules and the formatting."""
-    session.install(_dev_tool("ruff"))
+    _install(session, _dev_tool("ruff"))
     session.run("ruff", "check", *session.posargs)
     session.run("ruff", "format", "--check", *session.posargs)
 
@@ -222,14 +287,14 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on src, with the CPU backends installed so that the fast
     paths are checked against torch's and JAX's own types."""
-    session.install(_dev_tool("mypy"), *TORCH, "jax[cpu]", "dask[array]", ".")
+    _install(session, _dev_tool("mypy"), *TORCH, "jax[cpu]", "dask[array]", ".")
     session.run("mypy", *session.posargs)
 
 
 @nox.session(default=False)
 def demo(session: nox.Session) -> None:
     """``softmax-xp demo`` with every CPU backend installed."""
-    session.install(*TORCH, "jax[cpu]", "dask[array]", "array-api-strict", ".")
+    _install(session, *TORCH, "jax[cpu]", "dask[array]", "array-api-strict", ".")
     session.run("softmax-xp", "demo", *session.posargs)
 
 
@@ -237,13 +302,13 @@ def demo(session: nox.Session) -> None:
 def out_of_core(session: nox.Session) -> None:
     """examples/out_of_core.py: an 8 GiB softmax on 2 workers of 1 GiB each,
     written to Zarr (minutes; ``-- --help`` for the sizes)."""
-    session.install("dask[array,distributed]", "zarr", ".")
+    _install(session, "dask[array,distributed]", "zarr", ".")
     session.run("python", "examples/out_of_core.py", *session.posargs)
 
 
 def _bench(session: nox.Session, *args: str) -> None:
     """Install every CPU backend and the suite's peers; run benchmarks/run.py."""
-    session.install(*TORCH, "jax[cpu]", "dask[array]", ".", *BENCH_DEPS)
+    _install(session, *TORCH, "jax[cpu]", "dask[array]", ".", *BENCH_DEPS)
     session.run("python", "benchmarks/run.py", *args, *session.posargs)
 
 
@@ -260,13 +325,34 @@ def bench_quick(session: nox.Session) -> None:
 
 
 @nox.session
+def build(session: nox.Session) -> None:
+    """The sdist and the wheel as a release would make them (into dist/), checked
+    by ``twine check``; the wheel installed into a fresh virtual environment of its
+    own, where ``softmax-xp check`` runs the contract on NumPy."""
+    _install(session, *BUILD_DEPS)
+    dist = ROOT / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist), str(ROOT))
+    built = sorted(str(f) for f in dist.iterdir())
+    session.run("twine", "check", "--strict", *built)
+    fresh = Path(session.create_tmp()) / "wheel"
+    shutil.rmtree(fresh, ignore_errors=True)
+    session.run("python", "-m", "venv", str(fresh))
+    bin_dir = fresh / ("Scripts" if os.name == "nt" else "bin")
+    wheel = next(f for f in built if f.endswith(".whl"))
+    session.run(bin_dir / "python", "-m", "pip", "install", wheel, external=True)
+    session.run(bin_dir / "softmax-xp", "check", external=True)
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
-    """Build the site (docs/_build/html) with warnings as errors, run the API
-    page's doctests, then check the built site in headless Chromium. The peer
+    """Build the site (docs/_build/html) with warnings as errors (KaTeX renders
+    the formulas while it builds: Node.js on the PATH), run the API page's
+    doctests, then check the built site in headless Chromium. The peer
     tables run SciPy, torch and JAX, so they are installed; the support matrix
     reads the test sessions' reports and the benchmark page the newest benchmark
     JSON, so this session comes last."""
-    session.install(*DOCS_DEPS, *TORCH, "jax[cpu]", ".")
+    _install(session, *DOCS_DEPS, *TORCH, "jax[cpu]", ".")
     build = ROOT / "docs" / "_build"
     shutil.rmtree(build, ignore_errors=True)
     sphinx = ("sphinx-build", "-W", "--keep-going", "-q")
@@ -285,3 +371,7 @@ def docs(session: nox.Session) -> None:
     )
     # the generators' and the browser check's own tests (they need Sphinx)
     _pytest(session, "numpy", test_deps=False, paths=("tests/test_docs_site.py",))
+
+
+if __name__ == "__main__":
+    nox.main()

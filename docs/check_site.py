@@ -1,4 +1,4 @@
-"""Check the built documentation in a real headless browser (Chromium).
+r"""Check the built documentation in a real headless browser (Chromium).
 
 Usage::
 
@@ -14,6 +14,12 @@ build), and the DOM it rendered, after scripts ran, is checked:
   ``softmax_xp.__all__``;
 - every internal link, image, script and stylesheet of every page points at a
   file of the build, and every ``#fragment`` at an element id of its target;
+- no page loads a script, stylesheet, image or frame from the network (this
+  check cannot follow it, and a reader offline would not get it);
+- no page shows raw TeX (``\frac``, ``\(``, ``$$``...) outside code: every
+  formula was rendered;
+- no ``<code>`` in a table cell is broken over two lines (``softmax([-inf, -`` /
+  ``inf])``): a small script added to a copy of each page measures them;
 - no page logs an uncaught script error.
 
 Exits 0 when everything holds, 1 otherwise (each failure printed), 2 when no
@@ -24,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +47,24 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 SPECIAL = {"genindex.html", "search.html", "py-modindex.html"}
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta"}
 VOID |= {"source", "track", "wbr"}
+# text a reader does not see as prose: code, scripts, and the TeX source that
+# KaTeX keeps beside its MathML (<annotation encoding="application/x-tex">)
+NOT_PROSE = {"code", "pre", "kbd", "samp", "script", "style", "annotation"}
+NOT_PROSE |= {"textarea", "template"}
+# a TeX command (\frac, \sum), TeX's math delimiters \( \) \[ \], or $$
+RAW_TEX = re.compile(r"\\(?:[A-Za-z]{2,}|[()\[\]])|\$\$")
+# what a <link rel=...> loads (a rel="canonical" link is only an address)
+LOADED_LINKS = {"stylesheet", "icon", "preload", "modulepreload", "manifest"}
+# added to a copy of each page: marks each <code> of a table broken over lines
+PROBE = """<script>
+window.addEventListener("load", function () {
+  var wrapped = [];
+  document.querySelectorAll("table code").forEach(function (c) {
+    if (c.getClientRects().length > 1) wrapped.push(c.textContent);
+  });
+  document.body.setAttribute("data-check-wrapped", JSON.stringify(wrapped));
+});
+</script>"""
 
 
 class Page(HTMLParser):
@@ -48,6 +74,9 @@ class Page(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.ids: set[str] = set()
         self.links: list[tuple[str, str]] = []  # (tag, url)
+        self.loads: list[tuple[str, str]] = []  # (tag, url) the page fetches
+        self.wrapped: list[str] = []  # table <code> broken over lines (PROBE)
+        self.prose: list[str] = []  # text outside NOT_PROSE elements
         self.title = ""
         self.h1: list[str] = []
         self.nav_links: set[str] = set()
@@ -67,6 +96,11 @@ class Page(HTMLParser):
         for attr in ("href", "src"):
             if a.get(attr) and tag in ("a", "link", "img", "script", "iframe"):
                 self.links.append((tag, a[attr]))
+                rels = set(a.get("rel", "").lower().split())
+                if tag != "a" and (tag != "link" or rels & LOADED_LINKS):
+                    self.loads.append((tag, a[attr]))
+        if tag == "body" and a.get("data-check-wrapped"):
+            self.wrapped = json.loads(a["data-check-wrapped"])
         if tag == "title" and "head" in self._stack and not self.title:
             self._in_title = True
         if tag == "h1":
@@ -102,6 +136,8 @@ class Page(HTMLParser):
         if self._h1_depth:
             self.h1[-1] += data
         self.text.append(data)
+        if not NOT_PROSE & set(self._stack):
+            self.prose.append(data)
 
     def plain_text(self) -> str:
         """The page's text with runs of white space collapsed."""
@@ -140,8 +176,26 @@ def render(
         "--enable-logging=stderr",
         "--v=0",
         "--virtual-time-budget=3000",
+        # one window size for the DOM and the screenshots (tables wrap by it)
+        "--window-size=1280,1600",
     ]
-    url = path.resolve().as_uri()
+    # a copy beside the page (its relative links still resolve) with PROBE added
+    probed = path.with_name(f".check-{path.name}")
+    html = path.read_text(encoding="utf-8")
+    end = html.lower().rfind("</body>")
+    probed.write_text(
+        html[:end] + PROBE + html[end:] if end >= 0 else html + PROBE,
+        encoding="utf-8",
+    )
+    try:
+        return _render(base, probed.resolve().as_uri(), path.name, shot)
+    finally:
+        probed.unlink(missing_ok=True)
+
+
+def _render(
+    base: list[str], url: str, name: str, shot: Path | None
+) -> tuple[str, list[str]]:
     done = subprocess.run(
         [*base, "--dump-dom", url],
         capture_output=True,
@@ -150,7 +204,7 @@ def render(
         check=False,
     )
     if done.returncode != 0 or "<html" not in done.stdout:
-        msg = f"chromium failed on {path.name} (status {done.returncode}):\n"
+        msg = f"chromium failed on {name} (status {done.returncode}):\n"
         raise RuntimeError(msg + done.stderr[-1500:])
     errors = [
         line.strip()
@@ -159,12 +213,34 @@ def render(
     ]
     if shot is not None:
         subprocess.run(
-            [*base, "--window-size=1280,1600", f"--screenshot={shot}", url],
+            [*base, f"--screenshot={shot}", url],
             capture_output=True,
             timeout=120,
             check=False,
         )
     return done.stdout, errors
+
+
+def _content_failures(name: str, page: Page) -> list[str]:
+    """What one rendered page shows wrong: raw TeX, network loads, wrapped code."""
+    failures = []
+    prose = "".join(page.prose)
+    found = list(RAW_TEX.finditer(prose))
+    if found:
+        first = found[0]
+        around = " ".join(prose[max(first.start() - 30, 0) : first.end() + 30].split())
+        failures.append(
+            f"{name}: raw TeX in the text, {len(found)} times; first {first.group()} "
+            f'in "{around}"'
+        )
+    for tag, url in page.loads:
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https") or (not parts.scheme and parts.netloc):
+            failures.append(f"{name}: <{tag}> loads {url!r} from the network")
+    failures += [
+        f"{name}: table code broken over lines: {text!r}" for text in page.wrapped
+    ]
+    return failures
 
 
 def public_names() -> list[str]:
@@ -216,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             page.feed(dom)
             pages[html] = page
             failures += [f"{html.name}: script error: {e}" for e in errors]
+            failures += _content_failures(html.name, page)
 
     site_pages = {
         f.relative_to(build).as_posix()
@@ -257,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     for html, page in pages.items():
         for tag, url in page.links:
             parts = urlsplit(url)
-            if parts.scheme in ("http", "https", "mailto", "data", "javascript"):
+            web = parts.scheme in ("http", "https") or parts.netloc
+            if web or parts.scheme in ("mailto", "data", "javascript"):
                 external += 1
                 continue
             if parts.scheme not in ("", "file"):

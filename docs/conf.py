@@ -20,7 +20,7 @@ extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
     "sphinx.ext.doctest",
-    "sphinx.ext.mathjax",
+    "sphinxcontrib.katex",
     "numpydoc",
     "softmax_docs",
 ]
@@ -39,7 +39,15 @@ numpydoc_show_class_members = False
 numpydoc_xref_param_type = False
 numpydoc_validation_checks: set[str] = set()
 
+# The formulas are rendered while the site is built (KaTeX, run by Node.js), so
+# a page needs no script and no network to show them. The browser draws KaTeX's
+# MathML itself; softmax-xp.css hides the HTML copy of each formula, which would
+# need KaTeX's stylesheet and fonts from a CDN. katex_css_path names the file
+# that replaces that stylesheet (KaTeX's default is the CDN's URL).
+katex_prerender = True
+katex_css_path = "softmax-xp.css"
+
 html_theme = "furo"
 html_title = f"softmax-xp {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
 html_copy_source = False

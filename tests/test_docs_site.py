@@ -2,8 +2,9 @@
 
 The tables that docs/_ext/softmax_docs.py generates are checked on made-up
 JUnit reports and benchmark JSON whose counts and ratios are known by
-construction; docs/check_site.py is run in headless Chromium on two tiny sites,
-one that must pass and one whose broken links it must report. Tests skip where
+construction; docs/check_site.py is run in headless Chromium on tiny sites: a
+sound one that must pass, and ones with broken links, raw TeX, a script from the
+network or a table cell's code broken over lines, which it must report. Tests skip where
 Sphinx or Chromium is missing (the test sessions do not install them; the
 ``docs`` nox session builds the real site and runs the real check).
 """
@@ -118,9 +119,18 @@ def test_bench_tables_without_results_say_so(generators, tmp_path, monkeypatch):
 # --- the browser check -------------------------------------------------------
 
 PAGES = ("index.html", "contract.html", "api.html")
+# the peer table's first column, one call per cell, kept on one line by CSS
+NOWRAP = "<style>table code { white-space: nowrap; }</style>"
+PEER_TABLE = (
+    '<table style="width: 6em"><tr><td><code>softmax([-inf, -inf])</code></td>'
+    "<td>[0, 0]</td></tr></table>"
+)
 
 
-def _site(folder: Path, *, broken: bool) -> None:
+def _site(folder: Path, *, broken: bool, extra_html: str = "") -> None:
+    """Three pages that pass the check (``broken``: with 3 broken links), the
+    contract page's peer table kept on one line; ``extra_html`` goes into
+    index.html."""
     nav = "".join(f'<a href="{p}">{p}</a>' for p in PAGES)
     titles = {"index.html": "softmax-xp", "contract.html": "The contract"}
     titles["api.html"] = "API reference"
@@ -129,6 +139,8 @@ def _site(folder: Path, *, broken: bool) -> None:
         if page == "contract.html":
             extra = (
                 "<p>Beside SciPy, torch and JAX: scipy.special softmax([inf, 1.0])</p>"
+                f"{NOWRAP}{PEER_TABLE}<p>x<sub>1</sub>, in code: "
+                "<code>re.compile(r'\\d+\\(')</code></p>"
             )
         if page == "index.html":
             extra = (
@@ -139,6 +151,7 @@ def _site(folder: Path, *, broken: bool) -> None:
                     '<a href="gone.html">x</a><a href="contract.html#nowhere">y</a>'
                 )
                 extra += '<img src="_static/missing.png">'
+            extra += extra_html
         if page == "api.html":
             extra = "<p>logsumexp_state</p>" + "".join(
                 f'<dt id="softmax_xp.{n}">{n}</dt>' for n in softmax_xp.__all__
@@ -176,6 +189,45 @@ def test_check_site_reports_broken_links(check_site, tmp_path, capsys):
     assert "index.html: 'contract.html#nowhere': no element id 'nowhere'" in out
     assert "index.html: <img> '_static/missing.png': no such file" in out
     assert out.count("FAIL ") == 3
+
+
+@pytest.mark.parametrize(
+    ("html", "failure"),
+    [
+        (
+            r"<p>The softmax of \(x_1, \dots, x_n\) is</p>",
+            r"index.html: raw TeX in the text, 3 times; first \( in",
+        ),
+        (
+            r'<div class="math">$$ \frac{e^{x_i}}{\sum_j e^{x_j}} $$</div>',
+            "index.html: raw TeX in the text, 4 times; first $$ in",
+        ),
+        (
+            '<script src="https://cdn.example.org/mathjax/tex-chtml.js"></script>',
+            (
+                "index.html: <script> loads "
+                "'https://cdn.example.org/mathjax/tex-chtml.js' from the network"
+            ),
+        ),
+        (
+            '<link rel="stylesheet" href="//cdn.example.org/katex.min.css">',
+            "index.html: <link> loads '//cdn.example.org/katex.min.css' from the network",
+        ),
+        (
+            PEER_TABLE,
+            "index.html: table code broken over lines: 'softmax([-inf, -inf])'",
+        ),
+    ],
+    ids=["inline-tex", "display-tex", "cdn-script", "cdn-stylesheet", "wrapped-cell"],
+)
+def test_check_site_reports_what_a_reader_offline_sees_wrong(
+    check_site, tmp_path, capsys, html, failure
+):
+    _site(tmp_path, broken=False, extra_html=html)
+    assert check_site.main([str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL {failure}" in out
+    assert out.count("FAIL ") == 1, out
 
 
 def test_check_site_reports_a_missing_page(check_site, tmp_path, capsys):

@@ -262,8 +262,14 @@ def test_max_threads_caps(monkeypatch: pytest.MonkeyPatch) -> None:
         with _parallel.serial():
             assert _parallel.max_threads() == 1
         assert _parallel.max_threads() == 4
-    for bad in (0, -1, 1.5, True, "2"):
-        with pytest.raises(ValueError, match="num_threads"), sx.num_threads(bad):  # type: ignore[arg-type]
+    for bad in (0, -1):
+        with (
+            pytest.raises(ValueError, match=rf"num_threads: n={bad}"),
+            sx.num_threads(bad),
+        ):
+            pass
+    for wrong in (1.5, True, "2", None):
+        with pytest.raises(TypeError, match="num_threads: n="), sx.num_threads(wrong):  # type: ignore[arg-type]
             pass
 
 

@@ -51,6 +51,25 @@ _CAP: contextvars.ContextVar[int | None] = contextvars.ContextVar(
 def num_threads(n: int) -> Iterator[None]:
     """Let the calls in this block use at most ``n`` threads (this thread or task only).
 
+    The NumPy path splits inputs of 4 MiB and more over a pool of threads (the
+    result is bitwise that of one thread). By default it uses the CPUs the
+    process may run on, capped by the environment variable
+    ``SOFTMAX_XP_NUM_THREADS`` and, where ``threadpoolctl`` is imported, by
+    the BLAS thread limit; it runs serially inside Dask's workers. The other
+    backends keep their own threading (``torch.set_num_threads``, XLA).
+
+    Parameters
+    ----------
+    n : int
+        At least 1; ``num_threads(1)`` runs every call on the calling thread.
+
+    Raises
+    ------
+    TypeError
+        If ``n`` is not an int.
+    ValueError
+        If ``n`` is less than 1.
+
     Examples
     --------
     >>> import numpy as np
@@ -59,8 +78,11 @@ def num_threads(n: int) -> Iterator[None]:
     ...     sx.softmax(np.zeros(2))
     array([0.5, 0.5])
     """
-    if type(n) is not int or n < 1:
-        msg = f"num_threads: n={n!r} must be a positive int"
+    if type(n) is not int:
+        msg = f"num_threads: n={n!r} must be an int"
+        raise TypeError(msg)
+    if n < 1:
+        msg = f"num_threads: n={n!r} must be at least 1"
         raise ValueError(msg)
     token = _CAP.set(n)
     try:
