@@ -193,8 +193,9 @@ def _floors() -> list[str]:
 
 @nox.session(name="tests-numpy", tags=["tests"])
 def tests_numpy(session: nox.Session) -> None:
-    """The test suite on NumPy."""
-    _pytest(session, "numpy")
+    """The test suite on NumPy, with the command's extra (``[cli]``: rich's
+    progress bar and matplotlib's PNGs) and tqdm (the bar without rich)."""
+    _pytest(session, "numpy", ".[cli]", "tqdm")
 
 
 @nox.session(name="tests-strict", tags=["tests"])

@@ -499,10 +499,22 @@ def test_bench_quick(
     ours = [r for r in data["records"] if r["role"] == "ours"]
     assert {r["kind"] for r in ours} == {"softmax", "log_softmax", "logsumexp"}
     assert all(r["shape"] == [8, 128] and r["median_s"] > 0 for r in ours)
+    # a quick run judges no target: it says so once, and labels what it ran
+    assert out.count("indicative") == 1, out
+    assert "NOT MET" not in out
+    assert "  NumPy softmax 8x128 float32 vs scipy (call overhead): ours/ref = " in out
+    [target] = [t for t in data["targets"] if t.get("value") is not None]
+    assert target["title"] == "NumPy softmax 8x128 float32 vs scipy (call overhead)"
+    assert target["met"] is None
+    assert target["judged"] is False
+    assert "indicative" in target["note"]
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     if importlib.util.find_spec("matplotlib") is None:
         assert pngs == []
-        assert "matplotlib is not importable" in out
+        assert (
+            "no PNG: matplotlib is not installed (pip install 'softmax-xp[cli]')\n"
+            in out
+        )
     else:
         stem = json_file.stem
         assert pngs == [f"{stem}-scaling.png", f"{stem}.png"]
@@ -571,6 +583,75 @@ def test_bench_progress_rich() -> None:
         bar(2, 2, "b")
 
 
+def _fake_tqdm(calls: list[tuple[Any, ...]]) -> Any:
+    """A stand-in ``tqdm`` module whose bars record what they are told."""
+    import importlib.machinery
+    import types
+
+    class Bar:
+        def __init__(self, **kwargs: Any) -> None:
+            self.n = 0
+            calls.append(("new", kwargs))
+
+        def set_postfix_str(self, text: str) -> None:
+            calls.append(("postfix", text))
+
+        def update(self, n: int) -> None:
+            self.n += n
+            calls.append(("update", n))
+
+        def close(self) -> None:
+            calls.append(("close",))
+
+    module = types.ModuleType("tqdm")
+    module.__spec__ = importlib.machinery.ModuleSpec("tqdm", None)
+    module.tqdm = Bar  # type: ignore[attr-defined]
+    return module
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_bench_progress_tqdm(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    installed: bool,
+) -> None:
+    """Without rich, tqdm's bar: the real one where tqdm is installed (its bar
+    on stderr), else a stand-in that records the calls."""
+    from softmax_xp._cli import bench
+
+    find_spec = importlib.util.find_spec
+    if installed:
+        if find_spec("tqdm") is None:
+            pytest.skip("tqdm is not installed")
+    else:
+        calls: list[tuple[Any, ...]] = []
+        monkeypatch.setitem(sys.modules, "tqdm", _fake_tqdm(calls))
+    # rich hidden: progress_bar falls back to tqdm
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "rich" else find_spec(name, *a),
+    )
+    with bench.progress_bar(enabled=True) as bar:
+        assert bar is not None
+        bar(1, 3, "8x128 float32")
+        bar(3, 3, "mlp float32")
+    if installed:
+        err = capsys.readouterr().err
+        assert "bench" in err
+        assert "3/3" in err
+        assert "mlp float32" in err
+    else:
+        assert calls == [
+            ("new", {"total": 3, "desc": "bench", "unit": "input"}),
+            ("postfix", "8x128 float32"),
+            ("update", 1),
+            ("postfix", "mlp float32"),
+            ("update", 2),
+            ("close",),
+        ]
+
+
 def _bench_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], *argv: str
 ) -> tuple[str, dict[str, Any]]:
@@ -630,13 +711,14 @@ def test_bench_numpy_threads_row(
     assert re.search(r"^  softmax +numpy \[1 thread\] .* ok$", out, re.MULTILINE)
     small = _records(data, layout="8x128", backend="numpy")
     assert "softmax_xp 1 thread" not in {r["impl"] for r in small}
-    # the quick 512x512 stands for the 4096x4096 case: its targets are measured
+    # the quick 512x512 stands for the 4096x4096 case: its targets are measured,
+    # named with the shape run
     times = {r["impl"]: r["median_s"] for r in large if r["kind"] in ("softmax", None)}
-    threads = _target(data, "NumPy softmax 4096x4096 float32: all threads vs 1 thread")
+    threads = _target(data, "NumPy softmax 512x512 float32: all threads vs 1 thread")
     assert threads["value"] == pytest.approx(
         times["softmax_xp 1 thread"] / times["softmax_xp"]
     )
-    floor = _target(data, "NumPy softmax 4096x4096 float32 on 1 thread vs np.exp")
+    floor = _target(data, "NumPy softmax 512x512 float32 on 1 thread vs np.exp")
     assert floor["value"] == pytest.approx(
         times["softmax_xp 1 thread"] / times["np.exp"]
     )
@@ -667,8 +749,8 @@ def test_bench_dask_row_against_one_thread(
     assert impls == {"np.exp", "copy", "softmax_xp", "softmax_xp 1 thread"}
     assert data["backends"]["dask"]["num_workers"] == len(os.sched_getaffinity(0))
     assert "ours on numpy on 1 thread" in out
-    new = _target(data, "Dask softmax 4096x4096 float32 in (512, 4096) chunks, thr")
-    old = _target(data, "Dask softmax 4096x4096 float32 in (512, 4096) chunks vs")
+    new = _target(data, "Dask softmax 512x512 float32 in (64, 512) chunks, thr")
+    old = _target(data, "Dask softmax 512x512 float32 in (64, 512) chunks vs")
     numpy = _records(data, backend="numpy", kind="softmax")
     times = {r["impl"]: r["median_s"] for r in numpy}
     assert new["value"] == pytest.approx(
@@ -887,6 +969,38 @@ def _synthetic(target: Any, ours_s: float, ref_s: float) -> dict[str, Any]:
             record(target.ref[0], target.ref[1], ref_kind, ref_s),
         ],
     }
+
+
+def test_bench_quick_targets_name_the_shapes_run_and_judge_nothing() -> None:
+    """A quick run's targets carry the shapes it ran (512x512, not 4096x4096;
+    Dask's chunks of that input) and no verdict, only the ratio."""
+    from softmax_xp._bench._cases import FULL_LAYOUTS, QUICK_LAYOUTS
+    from softmax_xp._bench._report import TARGETS, evaluate_targets
+
+    quick = {layout.role: layout for layout in QUICK_LAYOUTS}
+    for t in TARGETS:
+        data = _synthetic(t, 1e-3, 2e-3)
+        layout = quick[t.case]
+        for r in data["records"]:
+            r.update(layout=layout.label, shape=list(layout.shape))
+        data["mode"] = "quick"
+        [entry] = [e for e in evaluate_targets(data) if e["value"] is not None]
+        assert entry["met"] is None, entry
+        assert entry["judged"] is False
+        assert "4096x4096" not in entry["title"]
+        assert "1000000" not in entry["title"]
+        full = next(k for k in FULL_LAYOUTS if k.role == t.case)
+        assert entry["title"] == t.title.replace(
+            "x".join(map(str, full.shape)), "x".join(map(str, layout.shape))
+        ).replace("(512, 4096)", "(64, 512)")
+        # the same records in a full run: judged
+        data["mode"] = "full"
+        [entry] = [e for e in evaluate_targets(data) if e["value"] is not None]
+        assert entry["judged"] is True
+        assert entry["met"] is not None
+    dask = next(t for t in TARGETS if t.title.startswith("Dask"))
+    assert "4096x4096 float32 in (512, 4096) chunks" in dask.title
+    assert "512x512 float32 in (64, 512) chunks" in dask.title_for((512, 512))
 
 
 def test_bench_targets_cover_the_issue() -> None:

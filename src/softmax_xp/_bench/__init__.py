@@ -203,11 +203,12 @@ def run(
     if not args.no_plot:
         png_path = out / f"{stem}.png"
         why = plot(result, png_path)
-        print(f"PNG: {png_path}" if why is None else f"note: {why}")
+        # "no PNG: matplotlib is not installed (pip install 'softmax-xp[cli]')"
+        print(f"PNG: {png_path}" if why is None else why)
         if why is None:
             scaling_path = out / f"{stem}-scaling.png"
             why = plot_scaling(result, scaling_path)
-            print(f"PNG: {scaling_path}" if why is None else f"note: {why}")
+            print(f"PNG: {scaling_path}" if why is None else why)
     if result["errors"]:
         print(
             f"{len(result['errors'])} candidate(s) raised; see 'errors' above",

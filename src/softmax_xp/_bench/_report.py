@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._cases import FULL_LAYOUTS, SMALL_CALL, DaskBackend, Layout
+
 __all__ = [
     "TARGETS",
     "Target",
@@ -179,9 +181,14 @@ def _check_text(r: Record) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """One performance target: ours against a peer or a floor, on one case."""
+    """One performance target: ours against a peer or a floor, on one case.
 
-    title: str
+    ``template`` names the input with ``{shape}`` (and Dask's ``{chunks}``):
+    :attr:`title` fills them with the full-size case the target is set for,
+    :meth:`title_for` with the input a run actually timed (smaller in quick mode).
+    """
+
+    template: str
     case: str
     dtype: str
     kind: str
@@ -189,6 +196,18 @@ class Target:
     ref: tuple[str, str, bool]  # (backend, impl, is a floor)
     mode: str  # "speedup": ref / ours >= bound; "ratio": ours / ref <= bound
     bound: float
+
+    @property
+    def title(self) -> str:
+        """The title at full size (``NumPy softmax 4096x4096 float32 vs scipy``)."""
+        [layout] = [k for k in FULL_LAYOUTS if k.role == self.case]
+        return self.title_for(layout.shape)
+
+    def title_for(self, shape: Sequence[int]) -> str:
+        """The title with the input of ``shape`` (``NumPy softmax 512x512 ...``)."""
+        dims = "x".join(str(n) for n in shape)
+        chunks = DaskBackend.chunks(Layout(tuple(shape)))
+        return self.template.format(shape=dims, chunks=chunks)
 
 
 _NP = ("numpy", "softmax_xp")
@@ -220,15 +239,15 @@ def _torch_small(kind: str, bound: float) -> Target:
     """torch CPU 8x128 float32: ours at most ``bound`` x torch's own ``kind``."""
     base = kind.removesuffix(" fwd+bwd")
     what = f"{base} forward+backward" if kind != base else base
-    title = f"torch {what} 8x128 float32 vs torch.{base}"
+    title = f"torch {what} {{shape}} float32 vs torch.{base}"
     return _at_most(title, "tiny", kind, ("torch", "softmax_xp"), _TORCH, bound)
 
 
 TARGETS = (
-    _vs_scipy("square", "4096x4096", "float32", "softmax", 1.8),
+    _vs_scipy("square", "{shape}", "float32", "softmax", 1.8),
     # the floor is single-threaded (a ufunc), so ours is held to it on one thread
     _at_most(
-        "NumPy softmax 4096x4096 float32 on 1 thread vs np.exp floor",
+        "NumPy softmax {shape} float32 on 1 thread vs np.exp floor",
         "square",
         "softmax",
         _NP_1,
@@ -236,7 +255,7 @@ TARGETS = (
         3.0,
     ),
     Target(
-        "NumPy softmax 4096x4096 float32: all threads vs 1 thread",
+        "NumPy softmax {shape} float32: all threads vs 1 thread",
         "square",
         "float32",
         "softmax",
@@ -245,21 +264,21 @@ TARGETS = (
         "speedup",
         1.5,
     ),
-    _vs_scipy("square-axis0", "4096x4096 axis 0", "float32", "softmax", 1.5),
-    _vs_scipy("tall", "1000000x64", "float32", "softmax", 1.7),
-    _vs_scipy("wide", "64x1000000", "float32", "softmax", 1.5),
+    _vs_scipy("square-axis0", "{shape} axis 0", "float32", "softmax", 1.5),
+    _vs_scipy("tall", "{shape}", "float32", "softmax", 1.7),
+    _vs_scipy("wide", "{shape}", "float32", "softmax", 1.5),
     _at_most(
-        "NumPy softmax 8x128 float32 vs scipy (call overhead)",
+        "NumPy softmax {shape} float32 vs scipy (call overhead)",
         "tiny",
         "softmax",
         _NP,
         _SCIPY,
         1.0,
     ),
-    _vs_scipy("square", "4096x4096", "float32", "logsumexp", 3.0),
-    _vs_scipy("square", "4096x4096", "float64", "logsumexp", 3.0),
+    _vs_scipy("square", "{shape}", "float32", "logsumexp", 3.0),
+    _vs_scipy("square", "{shape}", "float64", "logsumexp", 3.0),
     _at_most(
-        "torch softmax 4096x4096 float32 vs torch.softmax",
+        "torch softmax {shape} float32 vs torch.softmax",
         "square",
         "softmax",
         ("torch", "softmax_xp"),
@@ -267,7 +286,7 @@ TARGETS = (
         1.15,
     ),
     _at_most(
-        "torch log_softmax 4096x4096 float32 vs torch.log_softmax",
+        "torch log_softmax {shape} float32 vs torch.log_softmax",
         "square",
         "log_softmax",
         ("torch", "softmax_xp"),
@@ -287,7 +306,7 @@ TARGETS = (
         1.15,
     ),
     _at_most(
-        "JAX softmax 4096x4096 float32 vs jit(jax.nn.softmax)",
+        "JAX softmax {shape} float32 vs jit(jax.nn.softmax)",
         "square",
         "softmax",
         ("jax", "softmax_xp"),
@@ -295,7 +314,7 @@ TARGETS = (
         1.1,
     ),
     _at_most(
-        "JAX log_softmax 4096x4096 float32 vs jit(jax.nn.log_softmax)",
+        "JAX log_softmax {shape} float32 vs jit(jax.nn.log_softmax)",
         "square",
         "log_softmax",
         ("jax", "softmax_xp"),
@@ -303,7 +322,7 @@ TARGETS = (
         1.1,
     ),
     _at_most(
-        "JAX logsumexp 4096x4096 float32 vs jit(jax.nn.logsumexp)",
+        "JAX logsumexp {shape} float32 vs jit(jax.nn.logsumexp)",
         "square",
         "logsumexp",
         ("jax", "softmax_xp"),
@@ -311,7 +330,7 @@ TARGETS = (
         1.1,
     ),
     _at_most(
-        "JAX softmax 8x128 float32 (called eagerly) vs jit(jax.nn.softmax)",
+        "JAX softmax {shape} float32 (called eagerly) vs jit(jax.nn.softmax)",
         "tiny",
         "softmax",
         ("jax", "softmax_xp"),
@@ -319,8 +338,7 @@ TARGETS = (
         1.3,
     ),
     _at_most(
-        "Dask softmax 4096x4096 float32 in (512, 4096) chunks vs our NumPy "
-        "(all threads)",
+        "Dask softmax {shape} float32 in {chunks} chunks vs our NumPy (all threads)",
         "square",
         "softmax",
         ("dask", "softmax_xp"),
@@ -328,7 +346,7 @@ TARGETS = (
         1.5,
     ),
     _at_most(
-        "Dask softmax 4096x4096 float32 in (512, 4096) chunks, threaded scheduler, "
+        "Dask softmax {shape} float32 in {chunks} chunks, threaded scheduler, "
         "vs our NumPy on 1 thread",
         "square",
         "softmax",
@@ -340,10 +358,15 @@ TARGETS = (
 
 
 def evaluate_targets(result: Record) -> list[dict[str, Any]]:
-    """Each target: the measured ratio and met / not met (None: not measured)."""
+    """Each target: the measured ratio and met / not met (None: not measured).
+
+    Only a full run judges: in quick mode (inputs 64x smaller, few repeats) a
+    target shows its ratio with ``met: None`` and ``judged: False``.
+    """
     records = result["records"]
     index = Index(records)
-    layouts = {r["case"]: r["layout"] for r in records if r.get("case")}
+    cases = {r["case"]: r for r in records if r.get("case")}
+    judged = result.get("mode", "full") != "quick"
     out = []
     for t in TARGETS:
         entry: dict[str, Any] = {
@@ -352,13 +375,17 @@ def evaluate_targets(result: Record) -> list[dict[str, Any]]:
             "bound": t.bound,
             "value": None,
             "met": None,
+            "judged": judged,
         }
-        layout = layouts.get(t.case)
-        if layout is None:
+        case = cases.get(t.case)
+        if case is None:
             entry["note"] = "case not in this run"
             out.append(entry)
             continue
+        layout = case["layout"]
         entry["layout"] = layout
+        if case.get("shape"):
+            entry["title"] = t.title_for(case["shape"])
         if not any(k[:2] == (layout, t.dtype) for k in index.by_key):
             entry["note"] = f"{t.dtype} not in this run"
             out.append(entry)
@@ -375,9 +402,17 @@ def evaluate_targets(result: Record) -> list[dict[str, Any]]:
         else:
             value = ref / ours if t.mode == "speedup" else ours / ref
             entry["value"] = value
-            entry["met"] = value >= t.bound if t.mode == "speedup" else value <= t.bound
+            if judged:
+                entry["met"] = (
+                    value >= t.bound if t.mode == "speedup" else value <= t.bound
+                )
+            else:
+                entry["note"] = QUICK_NOTE
         out.append(entry)
     return out
+
+
+QUICK_NOTE = "indicative (quick mode): judged in full runs only"
 
 
 def _why(result: Record, backend: str) -> str:
@@ -456,21 +491,27 @@ def format_report(result: Record) -> str:
             lines.append(f"  {r['kind']:<19} {r['backend']:<18} {'-':>10}  {call}")
     lines.append("")
     lines.append("targets (ratios of medians measured in this run):")
-    if result["mode"] == "quick":
+    quick = result["mode"] == "quick"
+    if quick:
         lines.append(
-            "  quick mode: the large cases are scaled down 64x (8x128, 64x1024 and "
-            "the MLP are not); indicative only"
+            "  quick mode: these ratios are indicative; targets are judged in full "
+            "runs only"
+        )
+        lines.append(
+            "  (the large inputs here are 64x smaller, the repeats few and short)"
         )
     for t in result["targets"]:
         status = {True: "met", False: "NOT MET", None: "n/a"}[t["met"]]
         what = "peer/ours" if t["mode"] == "speedup" else "ours/ref"
         sign = ">=" if t["mode"] == "speedup" else "<="
+        # quick mode judges nothing: a measured ratio comes without a verdict
+        verdict = "" if quick and t["value"] is not None else f"{status:<8} "
         if t["value"] is None:
-            lines.append(f"  {status:<8} {t['title']}: {t.get('note', '')}")
+            lines.append(f"  {verdict}{t['title']}: {t.get('note', '')}")
         else:
             lines.append(
-                f"  {status:<8} {t['title']}: {what} = {t['value']:.3f}x "
-                f"(target {sign} {t['bound']:.2f}x)"
+                f"  {verdict}{t['title']}: {what} = "
+                f"{t['value']:.3f}x (target {sign} {t['bound']:.2f}x)"
             )
     if result.get("skipped"):
         lines.append("")
@@ -514,11 +555,19 @@ _KIND_COLOURS = {
     "log_softmax": "tab:orange",
     "logsumexp": "tab:green",
 }
+# the bar plot's other kinds: the small-call gradients and the training step
+_MORE_COLOURS = {
+    "softmax fwd+bwd": "tab:purple",
+    "log_softmax fwd+bwd": "tab:red",
+    "mlp step": "tab:brown",
+}
+_COLOURS = {**_KIND_COLOURS, **_MORE_COLOURS}
+CLI_HINT = "pip install 'softmax-xp[cli]'"
 
 
 def _plotted(result: Record) -> list[Record]:
-    """The records the plots draw: the forward kinds and the floors on arrays
-    (throughput means nothing for a gradient or a training step)."""
+    """The records the scaling plot draws: the forward kinds and the floors on
+    arrays (throughput means nothing for a gradient or a training step)."""
     return [
         r
         for r in result["records"]
@@ -551,81 +600,110 @@ def _save(plt: Any, fig: Any, path: Path, result: Record, what: str) -> None:
 
 
 def _pyplot() -> Any:
-    """``matplotlib.pyplot`` on the Agg backend, or why it is not importable."""
+    """``matplotlib.pyplot`` on the Agg backend, or why there is no PNG."""
     try:
         import matplotlib as mpl
 
         mpl.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        return (
-            f"matplotlib is not importable ({exc}); no PNG written "
-            "(pip install matplotlib, or softmax-xp[cli])"
-        )
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "matplotlib":
+            return f"no PNG: matplotlib is not installed ({CLI_HINT})"
+        return f"no PNG: matplotlib is not importable ({exc}; {CLI_HINT})"
     return plt
 
 
+def _small(r: Record) -> bool:
+    """A case whose bars are times per call: 8x128, 64x1024 and the MLP."""
+    return r.get("case") in SMALL_CALL or bool(r.get("about"))
+
+
 def plot(result: Record, path: Path) -> str | None:
-    """Throughput (input GB/s) per case, grouped by backend, floors as lines.
+    """One panel per input: input GB/s for the large arrays, time per call for
+    8x128, 64x1024 and the MLP (where the cost of a call is what is measured);
+    ours solid, peers hatched, the floors (exp, copy) as lines; log scales.
 
     Returns ``None`` when written, else why not (matplotlib missing).
     """
     plt = _pyplot()
     if isinstance(plt, str):
         return plt
-    records = _plotted(result)
+    records = [
+        r
+        for r in result["records"]
+        if r.get("median_s") and (r["kind"] is None or r["kind"] in _COLOURS)
+    ]
     groups = _groups(records)
+    if not groups:
+        return "no PNG: nothing was timed"
     layouts = list(dict.fromkeys(k[0] for k in groups))
     dtypes = list(dict.fromkeys(k[1] for k in groups))
-    if not groups:
-        return "nothing was timed; no PNG written"
     fig, axes = _grid(plt, len(layouts), len(dtypes), (6.5, 2.9))
-    kinds = [k for k in _KIND_COLOURS if any(r["kind"] == k for r in records)]
+    drawn: set[str] = set()
     for i, layout in enumerate(layouts):
         for j, dtype in enumerate(dtypes):
             ax = axes[i][j]
-            recs = groups.get((layout, dtype), [])
-            notes = _plot_group(ax, recs, kinds)
-            title = f"{layout} {dtype}" + (
-                f" ({notes}, off the scale)" if notes else ""
+            recs = groups.get((layout, dtype))
+            if not recs:
+                ax.set_visible(False)
+                continue
+            small = _small(recs[0])
+            if recs[0].get("about"):
+                drawn |= _plot_named(ax, recs)
+            else:
+                drawn |= _plot_group(ax, recs, small)
+            what = "time per call" if small else "throughput"
+            ax.set_title(f"{layout} {dtype}: {what}", fontsize=9)
+            if not recs[0].get("about"):
+                ax.set_ylabel(
+                    "us per call (lower is better)"
+                    if small
+                    else "input GB/s (higher is better)",
+                    fontsize=8,
+                )
+    mpl = plt.matplotlib
+    kinds = [k for k in _COLOURS if k in drawn]
+    handles = [
+        mpl.patches.Patch(color=_COLOURS[k], label=f"{k} (ours)") for k in kinds
+    ] + [
+        mpl.patches.Patch(
+            facecolor="white", edgecolor=_COLOURS[k], hatch="///", label=f"{k} (peer)"
+        )
+        for k in kinds
+    ]
+    for name, colour, style in _FLOOR_STYLES:
+        if name in drawn:
+            handles.append(
+                mpl.lines.Line2D([], [], color=colour, ls=style, label=_FLOOR[name])
             )
-            ax.set_title(title, fontsize=9)
-            if j == 0:
-                ax.set_ylabel("input GB/s")
-    handles = (
-        [
-            plt.matplotlib.patches.Patch(color=_KIND_COLOURS[k], label=f"{k} (ours)")
-            for k in kinds
-        ]
-        + [
-            plt.matplotlib.patches.Patch(
-                facecolor="white",
-                edgecolor=_KIND_COLOURS[k],
-                hatch="///",
-                label=f"{k} (peer)",
-            )
-            for k in kinds
-        ]
-        + [
-            plt.matplotlib.lines.Line2D(
-                [], [], color="black", ls="--", label="exp floor"
-            ),
-            plt.matplotlib.lines.Line2D([], [], color="grey", ls=":", label="copy"),
-        ]
-    )
-    fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8)
+    fig.legend(
+        handles=handles, loc="outside lower center", ncol=4, fontsize=8,
+        handlelength=3,
+    )  # fmt: skip
     _save(plt, fig, path, result, "")
     return None
 
 
-def _plot_group(ax: Any, recs: Sequence[Record], kinds: Sequence[str]) -> str:
-    """Draw one panel; the floors too high to draw come back as text."""
+_FLOOR = {"np.exp": "exp floor (np.exp, out=)", "copy": "copy floor (np.copyto)"}
+_FLOOR_STYLES = (("np.exp", "black", "--"), ("copy", "grey", ":"))
+
+
+def _plot_group(ax: Any, recs: Sequence[Record], small: bool) -> set[str]:
+    """One input's bars (ours, and its peer hatched, per kind and backend) and
+    floors; GB/s, or microseconds per call if ``small``. What it drew comes back
+    (kinds, floors' names) for the legend."""
+
+    def value(r: Record) -> float:
+        return 1e6 * float(r["median_s"]) if small else float(r["gbytes_per_s"])
+
     ours = [r for r in recs if r["role"] in {"ours", "variant"}]
+    kinds = [k for k in _COLOURS if any(r["kind"] == k for r in ours)]
     columns = list(dict.fromkeys(r["label"] for r in ours))
     width = 0.8 / max(1, 2 * len(kinds))
     peer_of = {
         (r["backend"], r["impl"], r["kind"]): r for r in recs if r["role"] == "peer"
     }
+    heights = []
     for c, column in enumerate(columns):
         for k, kind in enumerate(kinds):
             mine = next(
@@ -634,42 +712,70 @@ def _plot_group(ax: Any, recs: Sequence[Record], kinds: Sequence[str]) -> str:
             if mine is None:
                 continue
             x0 = c - 0.4 + (2 * k + 0.5) * width
-            ax.bar(x0, mine["gbytes_per_s"], width, color=_KIND_COLOURS[kind])
+            heights.append(value(mine))
+            ax.bar(x0, heights[-1], width, color=_COLOURS[kind])
             peer = mine["peer"]
             p = peer_of.get((peer[0], peer[1], kind)) if peer else None
             if p is not None:
+                heights.append(value(p))
                 ax.bar(
                     x0 + width,
-                    p["gbytes_per_s"],
+                    heights[-1],
                     width,
                     facecolor="white",
-                    edgecolor=_KIND_COLOURS[kind],
+                    edgecolor=_COLOURS[kind],
                     hatch="///",
                 )
-    tallest = max([b.get_height() for b in ax.patches] + [0.0])
-    notes = []
-    for r in recs:
-        if r["role"] != "floor":
-            continue
-        copy = r["impl"] == "copy"
-        level = r["gbytes_per_s"]
-        if copy and level > 1.5 * tallest:
-            # far above every bar: a line there would flatten them; say it instead
-            notes.append(f"copy {level:.3g} GB/s")
-            continue
-        ax.axhline(level, color="grey" if copy else "black", ls=":" if copy else "--")
+    drawn = set(kinds)
+    for name, colour, style in _FLOOR_STYLES:
+        for r in recs:
+            if r["role"] == "floor" and r["impl"] == name:
+                heights.append(value(r))
+                ax.axhline(heights[-1], color=colour, ls=style, lw=1.2)
+                drawn.add(name)
+    ax.set_yscale("log")
+    if heights:
+        # the bars grow from below the lowest value, so that every one shows
+        ax.set_ylim(min(heights) / 3, max(heights) * 2)
     ax.set_xticks(range(len(columns)), columns, fontsize=8)
     ax.tick_params(axis="y", labelsize=8)
-    return ", ".join(notes)
+    return drawn
+
+
+def _plot_named(ax: Any, recs: Sequence[Record]) -> set[str]:
+    """A named case (the MLP step): one horizontal bar per candidate, ours solid
+    and the peers hatched, each named, microseconds per step."""
+    bars = [r for r in recs if r["role"] in {"ours", "variant", "peer"}]
+    bars.sort(key=lambda r: (r["backend"], r["role"] == "peer"))
+    names = [
+        f"ours ({r['label']})"
+        if r["role"] != "peer"
+        else r.get("call") or _peer_name(r["backend"], r["impl"], r["kind"])
+        for r in bars
+    ]
+    for y, r in enumerate(bars):
+        colour = _COLOURS.get(r["kind"], "tab:grey")
+        style: dict[str, Any] = (
+            {"color": colour}
+            if r["role"] != "peer"
+            else {"facecolor": "white", "edgecolor": colour, "hatch": "///"}
+        )
+        ax.barh(y, 1e6 * float(r["median_s"]), 0.7, **style)
+    ax.set_yticks(range(len(bars)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("us per step (shorter is better)", fontsize=8)
+    ax.tick_params(axis="x", labelsize=8)
+    return {r["kind"] for r in bars}
 
 
 def plot_scaling(result: Record, path: Path) -> str | None:
     """Throughput against input size: one panel per kind and dtype.
 
-    Each backend is one colour: a solid line for ours (``label``, so the
-    ``[in jit]`` and ``[generic]`` variants get their own line), a dashed one
-    for its peer; the floors (exp and copy) are black and grey lines on the
-    same axes. Returns ``None`` when written, else why not.
+    Each backend is one hue: a solid line with dots for ours (``label``, so the
+    ``[in jit]`` and ``[generic]`` variants get their own line), a lighter
+    dashed one with hollow squares for its peer; the floors (exp and copy) are
+    black and grey lines on the same axes. Returns ``None`` when written, else
+    why not.
     """
     plt = _pyplot()
     if isinstance(plt, str):
@@ -678,13 +784,16 @@ def plot_scaling(result: Record, path: Path) -> str | None:
     kinds = [k for k in _KIND_COLOURS if any(r["kind"] == k for r in records)]
     dtypes = list(dict.fromkeys(r["dtype"] for r in records))
     if not kinds:
-        return "nothing was timed; no PNG written"
+        return "no PNG: nothing was timed"
     fig, axes = _grid(plt, len(dtypes), len(kinds), (5.0, 3.6))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # tab20 comes in pairs of one hue: the dark one for ours, the light one for
+    # its peer (dashed, hollow squares), so that the two differ, legend included
+    pairs = plt.get_cmap("tab20").colors
     labels = list(
         dict.fromkeys(r["label"] for r in records if r["role"] in {"ours", "variant"})
     )
-    colour = {label: colours[i % len(colours)] for i, label in enumerate(labels)}
+    colour = {label: pairs[(2 * i) % 20] for i, label in enumerate(labels)}
+    light = {label: pairs[(2 * i + 1) % 20] for i, label in enumerate(labels)}
 
     def line(ax: Any, recs: Sequence[Record], **style: Any) -> None:
         best: dict[int, float] = {}  # one point per size (the faster layout)
@@ -692,7 +801,7 @@ def plot_scaling(result: Record, path: Path) -> str | None:
             best[r["nbytes"]] = max(best.get(r["nbytes"], 0.0), r["gbytes_per_s"])
         sizes = sorted(best)
         if sizes:
-            ax.plot(sizes, [best[s] for s in sizes], marker="o", ms=3, **style)
+            ax.plot(sizes, [best[s] for s in sizes], **style)
 
     for i, dtype in enumerate(dtypes):
         for j, kind in enumerate(kinds):
@@ -707,7 +816,8 @@ def plot_scaling(result: Record, path: Path) -> str | None:
                     and r["label"] == label
                     and r["kind"] == kind
                 ]
-                line(ax, mine, color=colour[label], label=f"{label} (ours)")
+                line(ax, mine, color=colour[label], marker="o", ms=4, lw=1.8,
+                     label=f"{label} (ours)")  # fmt: skip
                 peer = mine[0]["peer"] if mine and mine[0]["peer"] else None
                 if peer is not None and tuple(peer) not in drawn:
                     drawn.add((peer[0], peer[1]))
@@ -721,11 +831,15 @@ def plot_scaling(result: Record, path: Path) -> str | None:
                     line(
                         ax,
                         theirs,
-                        color=colour[label],
-                        ls="--",
-                        label=f"{peer[1]} (peer)",
+                        color=light[label],
+                        ls=(0, (4, 2)),
+                        lw=1.4,
+                        marker="s",
+                        ms=4,
+                        mfc="white",
+                        label=f"peer of {label}: {peer[1]}",
                     )
-            for impl, style in (("np.exp", "-"), ("copy", ":")):
+            for impl, grey, style in _FLOOR_STYLES:
                 floor = [
                     r
                     for r in recs
@@ -733,8 +847,7 @@ def plot_scaling(result: Record, path: Path) -> str | None:
                     and r["impl"] == impl
                     and r["backend"] == "numpy"
                 ]
-                line(ax, floor, color="black" if impl == "np.exp" else "grey", ls=style,
-                     label=f"floor: {impl}")  # fmt: skip
+                line(ax, floor, color=grey, ls=style, lw=1.2, label=_FLOOR[impl])
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_title(f"{kind} {dtype}", fontsize=9)
@@ -743,6 +856,9 @@ def plot_scaling(result: Record, path: Path) -> str | None:
                 ax.set_ylabel("input GB/s", fontsize=8)
             ax.tick_params(labelsize=8)
     handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="outside lower center", ncol=4, fontsize=7)
+    fig.legend(
+        handles, names, loc="outside lower center", ncol=4, fontsize=7,
+        handlelength=4,
+    )  # fmt: skip
     _save(plt, fig, path, result, "throughput against size, ")
     return None
