@@ -1143,3 +1143,285 @@ def test_hypothesis_fast_matches_generic(case: dict[str, Any]) -> None:
             np.testing.assert_allclose(
                 a, b, rtol=rtol, atol=atol, err_msg=f"branch_free={bf}"
             )
+
+
+# ---------------------------------------------------------------------------
+# the small-call path (float32 / float64 CPU tensors, last axis, no options)
+
+
+def _small_paths_taken(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+    """Record, per kind, what the small-call path returned (``None``: it declined)."""
+    from softmax_xp._fast import torch as fast_torch
+
+    taken: dict[str, list[Any]] = {}
+    for kind, fn in list(fast_torch._SMALL_PATHS.items()):
+
+        def spy(x: Any, shape: Any, opts: Any, fn: Any = fn, kind: str = kind) -> Any:
+            out = fn(x, shape, opts)
+            taken.setdefault(kind, []).append(out)
+            return out
+
+        monkeypatch.setitem(fast_torch._SMALL_PATHS, kind, spy)
+    return taken
+
+
+def _log1p_reference(data: np.ndarray, kind: str) -> np.ndarray:
+    """The exact result for the rounded shift ``fl(x - max)``, in long double, rows of finite data."""
+    ld = _extended()
+    z = (data - data.max(axis=-1, keepdims=True)).astype(ld)
+    e = np.exp(z)
+    k = np.sum(z == 0, axis=-1, keepdims=True)
+    s = np.where(z < 0, e, 0).sum(axis=-1, keepdims=True) + (k - 1)
+    if kind == "softmax":
+        return e / (1 + s)
+    if kind == "log_softmax":
+        return z - np.log1p(s)
+    m = data.max(axis=-1).astype(ld)
+    return m + np.log1p(s[..., 0])
+
+
+def _ulp_error(got: np.ndarray, exact: np.ndarray, dtype: str) -> float:
+    nonzero = np.abs(exact) >= TINY[dtype]
+    rel = np.abs(got.astype(exact.dtype) - exact)[nonzero] / np.abs(exact[nonzero])
+    return float(rel.max(initial=0.0)) / EPS[dtype]
+
+
+def _small_batch(rng: np.random.Generator, rows: int, n: int, how: str) -> np.ndarray:
+    """Finite rows that reach each branch of the small path.
+
+    ``"plain"``: normal rows; ``"peaked"``: one entry far above the rest in
+    every other row (log1p form), ties among the maxima in some;
+    ``"drift"``: near-uniform rows, whose fused sums drift most.
+    """
+    data = rng.normal(0.0, 3.0, size=(rows, n))
+    if how == "peaked":
+        top = rng.integers(0, n, rows)
+        data[np.arange(rows), top] += rng.uniform(0.0, 40.0, rows)
+        data[::2] = rng.normal(0.0, 1.0, size=data[::2].shape)
+        if n > 1:
+            data[1::4, 0] = data[1::4].max(axis=1) + 1.0
+            data[1::4, -1] = data[1::4, 0]  # tied maxima
+    elif how == "drift":
+        data = rng.uniform(-1e-3, 0.0, size=(rows, n))
+    elif how == "tiny" and n > 1:  # s' of a few float32 / float64 eps
+        data = rng.normal(0.0, 0.1, size=(rows, n))
+        eps = rng.choice([2.0**-23, 2.0**-52], rows)
+        gap = np.log((n - 1) / (eps * rng.uniform(0.1, 10.0, rows)))
+        data[np.arange(rows), rng.integers(0, n, rows)] += gap
+    return data
+
+
+SMALL_KINDS = ("softmax", "log_softmax", "logsumexp")
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["no-grad", "autograd"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("how", ["plain", "peaked", "drift", "tiny"])
+@pytest.mark.parametrize("kind", SMALL_KINDS)
+def test_small_path_accuracy_against_extended_reference(
+    monkeypatch: pytest.MonkeyPatch, kind: str, how: str, dtype: str, grad: bool
+) -> None:
+    """4 ulp relative (logsumexp 2) of the exact result, rows of 1 to 4096 entries.
+
+    Under autograd the values come from other formulations (log_softmax: the
+    fused output corrected per row): they keep the bound too.
+    """
+    taken = _small_paths_taken(monkeypatch)
+    rng = np.random.default_rng(21)
+    bound = 2.0 if kind == "logsumexp" else 4.0
+    for n in (1, 2, 3, 7, 10, 15, 16, 33, 100, 128, 257, 1000, 4096):
+        rows = max(1, min(200, 32768 // n))
+        data = _small_batch(rng, rows, n, how).astype(dtype)
+        got = _np(_call(kind, _t(data).requires_grad_(grad), -1))
+        worst = _ulp_error(got, _log1p_reference(data, kind), dtype)
+        assert worst <= bound, f"n={n}: {worst:.2f} ulp"
+    assert all(out is not None for out in taken[kind])  # no row was special
+
+
+SMALL_SPECIAL_ROWS = [
+    [NAN, 1.0, 2.0],
+    [INF, 1.0, INF],
+    [-INF, -INF, -INF],
+    [INF, INF, INF],
+    [-INF, 0.5, 2.0],
+    [1.0, 1.0, 1.0],
+    [0.0, -40.0, -INF],
+    [45.0, 0.0, 1.0],
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", [*SMALL_KINDS, "softmin"])
+@pytest.mark.parametrize("special", range(len(SMALL_SPECIAL_ROWS)))
+def test_small_path_one_special_row_in_a_batch(
+    monkeypatch: pytest.MonkeyPatch, kind: str, special: int, dtype: str
+) -> None:
+    """One special row among ordinary ones: the contract's values there, the rest exact.
+
+    The small path declines (``None``) exactly when a row holds NaN, ``+inf``
+    or nothing finite; the eager path then fixes those rows.
+    """
+    taken = _small_paths_taken(monkeypatch)
+    rng = np.random.default_rng(special)
+    data = rng.normal(0.0, 2.0, size=(6, 3))
+    data[special % 6] = SMALL_SPECIAL_ROWS[special]
+    x = _t(data, dtype)
+    fast = _check(kind, x, -1, dtype)
+    row = np.asarray(SMALL_SPECIAL_ROWS[special])
+    declined = bool(np.isnan(row).any() or not np.isfinite(row.max()))
+    if kind == "softmin":
+        assert "softmax" not in taken  # softmin takes the eager path
+    else:
+        assert [out is None for out in taken[kind]] == [declined]
+    ok = [i for i in range(6) if i != special % 6]
+    sub = data[ok].astype(dtype)
+    if kind != "softmin":
+        worst = _ulp_error(_np(fast)[ok], _log1p_reference(sub, kind), dtype)
+        assert worst <= 4.0
+
+
+@pytest.mark.parametrize("kind", SMALL_KINDS)
+def test_small_path_threshold_both_sides(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Up to ``_SMALL`` elements the small path runs, beyond it the eager one; both agree."""
+    from softmax_xp._fast import torch as fast_torch
+
+    taken = _small_paths_taken(monkeypatch)
+    rng = np.random.default_rng(22)
+    n = 64
+    for rows, small in (
+        (fast_torch._SMALL // n, True),
+        (fast_torch._SMALL // n + 1, False),
+    ):
+        taken.clear()
+        data = _small_batch(rng, rows, n, "peaked")
+        data[3] = [INF] + [0.0] * (n - 1)  # and one special row
+        x = _t(data.astype(np.float32))
+        _check(kind, x, -1, "float32")
+        assert (kind in taken) == small
+        exact = _log1p_reference(np.delete(data.astype(np.float32), 3, axis=0), kind)
+        got = np.delete(_np(_call(kind, x, -1)), 3, axis=0)
+        assert _ulp_error(got, exact, "float32") <= 4.0
+
+
+def test_small_path_declines_what_it_does_not_cover(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Masks, temperatures, weights, signs, half precision, other axes, dtype=: not the small path."""
+    import torch
+
+    from softmax_xp._fast import torch as fast_torch
+
+    taken = _small_paths_taken(monkeypatch)
+    x = _t(np.random.default_rng(23).normal(size=(4, 6)))
+    w = _t(np.arange(24).reshape(4, 6) % 5 != 0)
+    calls = [
+        lambda: sx.softmax(x, where=w),
+        lambda: sx.log_softmax(x, temperature=2.0),
+        lambda: sx.softmax(x, axis=0),
+        lambda: sx.softmax(x, axis=(0, 1)),
+        lambda: sx.log_softmax(x.to(torch.float16)),
+        lambda: sx.softmax(x.to(torch.bfloat16)),
+        lambda: sx.softmax(x, dtype=torch.float32),
+        lambda: sx.softmin(x),
+        lambda: sx.logsumexp(x, axis=-1, b=x.abs()),
+        lambda: sx.logsumexp(x, axis=-1, return_sign=True),
+        lambda: sx.logsumexp(x),  # every axis
+        lambda: sx.softmax(_t(np.arange(24).reshape(4, 6))),  # integers
+        lambda: sx.softmax(x[:, :0]),
+    ]
+    for f in calls:
+        f()
+    with fast_torch.branch_free():
+        sx.softmax(x)
+    assert taken == {}
+    sx.softmax(x)
+    assert "softmax" in taken
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", SMALL_KINDS)
+@pytest.mark.parametrize("shape", [(7,), (1, 1), (3, 1), (5, 10), (2, 3, 16), (300, 4)])
+def test_small_path_shapes_match_generic(
+    monkeypatch: pytest.MonkeyPatch, kind: str, shape: tuple[int, ...], dtype: str
+) -> None:
+    """1-D to 3-D, size-1 axes, more rows than the list check reads, non-contiguous input."""
+    taken = _small_paths_taken(monkeypatch)
+    rng = np.random.default_rng(24)
+    for how in ("plain", "peaked", "drift", "tiny"):
+        data = _small_batch(rng, math.prod(shape[:-1]), shape[-1], how).reshape(shape)
+        for x in (_t(data, dtype), _t(np.repeat(data, 2, axis=-1), dtype)[..., ::2]):
+            for keepdims in (False, True):
+                kw = {"keepdims": keepdims} if kind == "logsumexp" else {}
+                fast = _check(kind, x, -1, dtype, **kw)
+                assert fast.shape == _call(kind, x, -1, **kw).shape
+    assert taken[kind]
+    assert all(out is not None for out in taken[kind])
+
+
+@pytest.mark.parametrize("how", ["plain", "peaked", "drift", "tiny"])
+@pytest.mark.parametrize("kind", SMALL_KINDS)
+def test_small_path_gradients(
+    monkeypatch: pytest.MonkeyPatch, kind: str, how: str
+) -> None:
+    """gradcheck and gradgradcheck (torch's own backward nodes), and the generic core's gradient."""
+    import torch
+
+    taken = _small_paths_taken(monkeypatch)
+    rng = np.random.default_rng(25)
+    data = _small_batch(rng, 6, 5, how)
+    if how == "peaked":
+        data[1] = [3.0, 1.0, 3.0, -2.0, 0.5]  # tied maxima
+    x = _t(data).requires_grad_(True)
+
+    def f(a: Any) -> Any:
+        return _call(kind, a, -1)
+
+    assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-8, rtol=1e-6)
+    assert torch.autograd.gradgradcheck(f, (x,), eps=1e-6, atol=1e-6, rtol=1e-5)
+    w = _t(rng.normal(size=data.shape if kind != "logsumexp" else data.shape[:1]))
+    (g,) = torch.autograd.grad(f(x), x, grad_outputs=w)
+    with sx.force_generic():
+        (want,) = torch.autograd.grad(f(x), x, grad_outputs=w)
+    np.testing.assert_allclose(g.numpy(), want.numpy(), rtol=1e-12, atol=1e-13)
+    assert taken[kind]
+    assert all(out is not None for out in taken[kind])
+
+
+@pytest.mark.parametrize("kind", SMALL_KINDS)
+def test_small_path_gradients_with_special_rows(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A special row under autograd: the small path declines, gradients finite, 0 there."""
+    import torch
+
+    taken = _small_paths_taken(monkeypatch)
+    rng = np.random.default_rng(26)
+    specials = ([INF, 0.0, 1.0, INF, 2.0], [INF, 0.0, 1.0, 3.0, 2.0], [-INF] * 5)
+    for row in specials:
+        for n in (5, 1):
+            taken.clear()
+            data = rng.normal(size=(4, n))
+            data[1] = row[:n]
+            x = _t(data).requires_grad_(True)
+            y = _call(kind, x, -1)
+            (g,) = torch.autograd.grad(_finite_sum(y), x)
+            assert torch.isfinite(g).all(), (row[:n], g)
+            assert (g[1] == 0).all()
+            assert taken[kind] == [None]
+
+
+@pytest.mark.parametrize("kind", SMALL_KINDS)
+def test_small_path_leaves_input_alone(kind: str) -> None:
+    """The in-place steps of the small path touch its own buffers only."""
+    import torch
+
+    rng = np.random.default_rng(27)
+    for how in ("plain", "peaked", "drift"):
+        x = _t(_small_batch(rng, 8, 12, how))
+        before = x.clone()
+        y = _call(kind, x, -1)
+        assert y.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+        y.add_(1)
+        assert torch.equal(x, before)
