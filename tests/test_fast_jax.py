@@ -915,3 +915,151 @@ def test_generated_cases_equal_generic(
     for w, e, j in zip(*pairs, strict=True):
         assert_same(e, w, dtype)
         assert_same(j, w, dtype)
+
+
+# ===========================================================================
+# logsumexp's s' = S - 1, and the exact pass only where a slice needs it
+# (issue 12). A slice needs ``rest`` summed apart when 1 <= S < 2 and |m| < 8.
+# Small inputs keep both sums in one pass; ``lse_form`` runs each test with
+# both forms (fresh kernels: a jitted kernel keeps the form it was traced with).
+
+
+@pytest.fixture(params=["one pass", "S - 1 and lax.cond"])
+def lse_form(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    from softmax_xp._fast import jax as fast
+
+    if request.param != "one pass":
+        monkeypatch.setattr(fast, "_ONE_PASS_UP_TO", -1)
+    monkeypatch.setattr(fast, "_READY", {})
+    return str(request.param)
+
+
+def _lse_reference(row: np.ndarray) -> float:
+    """logsumexp of one row in 60-digit arithmetic (mpmath), as a float."""
+    import mpmath
+
+    with mpmath.workdps(60):
+        finite = [mpmath.mpf(float(v)) for v in row if np.isfinite(v)]
+        total = mpmath.fsum(mpmath.exp(v) for v in finite)
+        return float(mpmath.log(total))
+
+
+# rows by what the fast formulation does with them: S >= 2 (no exact pass),
+# 1 <= S < 2 with |m| >= 8 (S - 1 is accurate enough), 1 <= S < 2 with a
+# small |m| (the exact pass), and the edges of that band
+_LSE_ROWS = {
+    "wide": [0.3, -1.2, 0.9, 0.0, -0.4, 0.7],
+    "tied": [1.5, 1.5, -3.0, -30.0, -50.0, -60.0],
+    "peaked large m": [20.0, -25.0, -30.0, -40.0, -60.0, -90.0],
+    "peaked negative m": [-9.0, -49.0, -60.0, -70.0, -80.0, -90.0],
+    "peaked small m": [0.0, -40.0, -50.0, -60.0, -70.0, -80.0],
+    "peaked m just below 8": [7.9, -30.0, -50.0, -60.0, -70.0, -80.0],
+    "peaked m just above -8": [-7.9, -47.0, -55.0, -60.0, -70.0, -80.0],
+    "S just below 2": [0.5, 0.5 - 1e-6, -60.0, -70.0, -80.0, -90.0],
+}
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "float64"])
+@pytest.mark.usefixtures("lse_form")
+def test_logsumexp_rows_of_each_kind_against_mpmath(dtype_name: str) -> None:
+    """Each row kind, alone and in one batch, within 2 ulp of a 60-digit reference."""
+    import jax.numpy as jnp
+
+    dtype = jnp.dtype(dtype_name)
+    eps = _eps(dtype)
+    rows = np.asarray(list(_LSE_ROWS.values()))
+    x = jnp.asarray(rows, dtype=dtype)
+    batch = np.asarray(sx.logsumexp(x, axis=1), np.float64)
+    for i, name in enumerate(_LSE_ROWS):
+        want = _lse_reference(np.asarray(x[i], np.float64))
+        alone = float(sx.logsumexp(x[i]))
+        np.testing.assert_allclose(alone, want, rtol=2 * eps, atol=0, err_msg=name)
+        # a slice's answer does not depend on which other slices share the call
+        assert batch[i] == alone, name
+
+
+@pytest.mark.usefixtures("lse_form")
+def test_logsumexp_exact_pass_keeps_the_small_term() -> None:
+    """Beside slices that need no exact pass, a slice that does still keeps its tiny term."""
+    import jax
+    import jax.numpy as jnp
+
+    for dtype in (jnp.float32, jnp.float64):
+        x = jnp.asarray(
+            [[0.0, -40.0, NINF], [3.0, 3.0, 3.0], [NINF, NINF, NINF], [INF, 0.0, 1.0]],
+            dtype=dtype,
+        )
+        want = np.asarray([4.248354255291589e-18, 3.0 + np.log(3.0), NINF, INF])
+        for f in (
+            lambda v: sx.logsumexp(v, axis=1),
+            jax.jit(lambda v: sx.logsumexp(v, axis=1)),
+            jax.vmap(sx.logsumexp),  # the cond becomes a select under vmap
+        ):
+            got = np.asarray(f(x), np.float64)
+            np.testing.assert_allclose(got, want, rtol=2 * _eps(dtype), atol=0)
+
+
+@pytest.mark.parametrize("axis", [-1, 0, None])
+@pytest.mark.parametrize("peaked", [False, True], ids=["S>=2", "exact pass"])
+@pytest.mark.usefixtures("lse_form")
+def test_logsumexp_both_branches_equal_generic(axis: Any, peaked: bool) -> None:
+    """Generated slices that take the fast branch, or also the exact one: the generic answer,
+    the gradient too, under jit and vmap."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(6, 33))
+    if peaked:
+        x[2] = -30.0 + rng.normal(size=33)  # 1 <= S < 2, |m| < 8 on this slice
+        x[2, 5] = 0.25
+        x[:, 0] = 40.0 if axis == 0 else x[:, 0]
+    for dtype in (jnp.float32, jnp.float64):
+        v = jnp.asarray(x, dtype=dtype)
+        for opts in ({}, {"where": jnp.asarray(rng.random(x.shape) < 0.8)}):
+            got = sx.logsumexp(v, axis=axis, **opts)
+            want = _generic(sx.logsumexp, v, axis=axis, **opts)
+            assert_same(got, want, dtype, ulps=2)
+            jitted = jax.jit(lambda a, opts=opts: sx.logsumexp(a, axis=axis, **opts))
+            assert_same(jitted(v), want, dtype, ulps=2)
+
+            def loss(a: Any, opts: dict[str, Any] = opts) -> Any:
+                return jnp.sum(jnp.sin(sx.logsumexp(a, axis=axis, **opts)))
+
+            grad = jax.grad(loss)(v)
+            with sx.force_generic():
+                want_grad = jax.grad(lambda a, f=loss: f(a))(v)
+            assert_same(grad, want_grad, dtype)
+        if axis == -1:
+            rows = jax.vmap(sx.logsumexp)(v)
+            assert_same(rows, _generic(sx.logsumexp, v, axis=-1), dtype, ulps=2)
+
+
+def test_repeated_calls_reuse_one_kernel_per_configuration() -> None:
+    """The small-call cache: one entry per static configuration, none per temperature
+    value; configurations that differ only in what the cache key reads get their own."""
+    import jax.numpy as jnp
+
+    from softmax_xp._fast import jax as fast
+
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(3, 5)), dtype=jnp.float32)
+    sx.softmax(x, temperature=0.5)
+    _generic(sx.softmax, x, temperature=0.5)  # the generic core's own entry
+    entries = len(fast._READY)
+    for t in (0.5, 2.0, 7.0):
+        got = sx.softmax(x, temperature=t)
+        assert_same(got, _generic(sx.softmax, x, temperature=t), x.dtype)
+    assert len(fast._READY) == entries
+    # the same shape with other options, axes, dtypes and kinds: each its own answer
+    w = jnp.asarray(np.random.default_rng(4).random((3, 5)) < 0.6)
+    for fn in (sx.softmax, sx.log_softmax, sx.softmin):
+        for v in (x, x.astype(jnp.float64), x.astype(jnp.bfloat16), x[:2]):
+            for opts in ({}, {"axis": 0}, {"where": w[: v.shape[0]]}):
+                assert_same(fn(v, **opts), _generic(fn, v, **opts), v.dtype)
+    for opts in ({}, {"keepdims": True}, {"return_sign": True}, {"axis": 0}):
+        got = sx.logsumexp(x, **opts)
+        want = _generic(sx.logsumexp, x, **opts)
+        for g, wv in zip(
+            *((got, want) if isinstance(got, tuple) else ((got,), (want,))), strict=True
+        ):
+            assert_same(g, wv, x.dtype)

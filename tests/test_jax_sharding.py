@@ -710,3 +710,22 @@ def test_streaming_normaliser_across_devices(dtype: str) -> None:
     # both within the contract's 4 eps of the exact value (log_softmax),
     # measured on a scale of 1 + |value| as the one-pass tests do
     np.testing.assert_allclose(got[ok], want[ok], rtol=8 * eps, atol=8 * eps)
+
+
+def test_large_logsumexp_sharded_on_kept_axis_has_no_collective() -> None:
+    # above the one-pass size a single-device process checks for slices that
+    # need a second pass with a lax.cond over all slices; with several devices
+    # that check would be a collective on every call, so the one-pass form runs
+    mesh = Mesh(np.array(jax.devices()), ("d",))
+    rows = NamedSharding(mesh, P("d"))
+    x = np.random.default_rng(7).standard_normal((512, 256)).astype(np.float32)
+    x[3, :] = -40.0
+    x[3, 0] = 0.0  # a slice with 1 <= S < 2: its low bits need the log1p form
+    sharded = jax.device_put(x, rows)
+    _, hlo = _compile(lambda a: sx.logsumexp(a, axis=-1), sharded)
+    assert collectives(hlo) == []
+    got = np.asarray(sx.logsumexp(sharded, axis=-1))
+    want = np.asarray(sx.logsumexp(x, axis=-1))  # NumPy's answer, computed apart
+    np.testing.assert_allclose(got, want, rtol=4 * np.finfo(np.float32).eps)
+    # the tiny tail of row 3 survives: log1p(255 * exp(-40)), not 0
+    assert got[3] > 0
