@@ -14,6 +14,7 @@ many threads at once, a pool thread that calls softmax, and a forked child.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import os
 import pickle
@@ -30,10 +31,22 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 import softmax_xp as sx
+from softmax_xp import _fast as fast
 from softmax_xp._fast import _parallel
 from softmax_xp._fast import numpy as fast_numpy
 
 pytestmark = needs("numpy")
+
+
+@pytest.fixture(autouse=True)
+def _fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the pool belongs to the NumPy fast path: on it even where the session
+    # turns the fast paths off (tests-generic, SOFTMAX_XP_FORCE_GENERIC=1),
+    # in the threads a test starts too (they take the switch's default)
+    monkeypatch.setattr(
+        fast, "_FORCED", contextvars.ContextVar("fast_path_in_tests", default=False)
+    )
+
 
 NAN, INF = math.nan, math.inf
 KINDS = ("softmax", "log_softmax", "softmin", "logsumexp")
