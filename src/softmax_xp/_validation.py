@@ -11,6 +11,7 @@ import contextlib
 import math
 import numbers
 import operator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -539,22 +540,40 @@ def prepare(
 ) -> Call:
     """Validate the arguments of softmax, log_softmax or softmin."""
     if dtype is None and xp is None and where is None and temperature is None:
-        key = _plain_key(x)
-        facts = None if key is None else _PLAIN.get(key)
-        if key is not None and facts is not None:
-            ns, out_dtype, compute = facts
-            shape = tuple(x.shape)
-            axes = _cached_axes(func, axis, len(shape))
-            # positional, in Call's field order (no where, temperature or b):
-            # on small arrays this path is the whole cost of validation
-            return Call(
-                func, x, ns, shape, axes, None, None, None, out_dtype, compute, key[2]
-            )
-        call = _prepare(func, x, axis, where, temperature, dtype, xp)
-        if key is not None:
-            _PLAIN[key] = (call.xp, call.out_dtype, call.compute_dtype)
-        return call
+        # the three functions derive the same facts from x
+        return _plain_call(
+            "softmax", func, x, axis, lambda: _prepare(func, x, axis, *_NONE4)
+        )
     return _prepare(func, x, axis, where, temperature, dtype, xp)
+
+
+_NONE4 = (None, None, None, None)
+
+
+def _plain_call(
+    family: str, func: str, x: Any, axis: Any, full: Callable[[], Call]
+) -> Call:
+    """The :class:`Call` of a plain call from the cached facts of ``x``'s key, or ``full()``.
+
+    ``full()`` runs every check; its facts are cached (per ``family``, the
+    functions that derive the same facts) only after it has passed.
+    """
+    key = _plain_key(x)
+    if key is None:
+        return full()
+    facts = _PLAIN.get((family, *key))
+    if facts is not None:
+        ns, out_dtype, compute = facts
+        shape = tuple(x.shape)
+        axes = _cached_axes(func, axis, len(shape))
+        # positional, in Call's field order (no where, temperature or b):
+        # on small arrays this path is the whole cost of validation
+        return Call(
+            func, x, ns, shape, axes, None, None, None, out_dtype, compute, key[2]
+        )
+    call = full()
+    _PLAIN[(family, *key)] = (call.xp, call.out_dtype, call.compute_dtype)
+    return call
 
 
 def _prepare(
@@ -619,19 +638,9 @@ def prepare_logsumexp(
     core masks it first.
     """
     if b is None and where is None and dtype is None and xp is None:
-        key = _plain_key(x)
-        facts = None if key is None else _PLAIN.get((func, *key))
-        if key is not None and facts is not None:
-            ns, out_dtype, compute = facts
-            shape = tuple(x.shape)
-            axes = _cached_axes(func, axis, len(shape))
-            return Call(
-                func, x, ns, shape, axes, None, None, None, out_dtype, compute, key[2]
-            )
-        call = _prepare_logsumexp(func, x, axis, None, None, None, None)
-        if key is not None:
-            _PLAIN[(func, *key)] = (call.xp, call.out_dtype, call.compute_dtype)
-        return call
+        return _plain_call(
+            func, func, x, axis, lambda: _prepare_logsumexp(func, x, axis, *_NONE4)
+        )
     return _prepare_logsumexp(func, x, axis, b, where, dtype, xp)
 
 
