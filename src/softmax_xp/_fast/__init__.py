@@ -13,6 +13,12 @@ array of its library arrives (so the library is already imported).
 :func:`force_generic` turns every fast path off, for tests and for users
 chasing a discrepancy; so does the environment variable
 ``SOFTMAX_XP_FORCE_GENERIC=1`` for a whole process.
+
+``SOFTMAX_XP_GPU_KERNELS=0`` turns off only the hand-written GPU kernels (the
+Triton kernels of torch on CUDA, the CUDA C kernels of CuPy) for a process:
+torch on CUDA then runs its chain of torch operations, CuPy the generic core.
+It is read at import. (The Pallas kernels of JAX are off unless switched on:
+``SOFTMAX_XP_PALLAS=1``, see ``jax.py``.)
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ __all__ = ["force_generic", "generic_forced", "path_of", "runner_for"]
 
 Runner = Callable[..., Any]
 
-# libraries with a fast path, from the registry of backends; CuPy has none yet
-# (no GPU to test a kernel on)
+# libraries with a fast path, from the registry of backends (CuPy's: the fused
+# CUDA kernels of _fast/cupy.py)
 _MODULES = fast_path_modules()
 
 _FORCED_DEFAULT = os.environ.get("SOFTMAX_XP_FORCE_GENERIC", "").strip().lower() in {
@@ -46,6 +52,14 @@ _FORCED_DEFAULT = os.environ.get("SOFTMAX_XP_FORCE_GENERIC", "").strip().lower()
 _FORCED: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "softmax_xp_force_generic", default=_FORCED_DEFAULT
 )
+
+# SOFTMAX_XP_GPU_KERNELS=0: the GPU kernels off (read by _fast/torch.py and _fast/cupy.py)
+GPU_KERNELS = os.environ.get("SOFTMAX_XP_GPU_KERNELS", "").strip().lower() not in {
+    "0",
+    "false",
+    "no",
+    "off",
+}
 
 _RUNNERS: dict[Namespace, Runner | None] = {}
 _GENERIC_RUNNERS: dict[Namespace, Runner | None] = {}

@@ -48,6 +48,11 @@ Three formulations:
   finite, the contract's values selected for the others; log_softmax and
   logsumexp are left to the generic core.
 
+**CUDA tensors with Triton** (it ships with torch's CUDA wheels) take the
+kernels of ``torch_triton`` first: one launch per call, the whole contract in
+the kernel, forward and backward, under ``torch.compile`` too; what they do
+not cover (listed there) returns ``NotImplemented`` and comes back here.
+
 Tuple axes are merged into one dimension (``flatten``, a view when the axes are
 adjacent); non-adjacent axes (but for logsumexp), ``axis=()``, empty arrays and
 the weighted, signed and complex logsumexp go to the generic core. A narrowing
@@ -62,6 +67,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any, cast
@@ -71,6 +77,7 @@ import torch
 from .. import _generic
 from .. import _kernels as kernels
 from .._call import Call, input_rounding
+from . import GPU_KERNELS
 
 __all__ = ["branch_free", "run"]
 
@@ -90,6 +97,33 @@ Slab = tuple[tuple[Any, ...], torch.Tensor, torch.Tensor]
 Fixed = tuple[torch.Tensor, torch.Tensor | None]  # output, its special rows if any
 
 
+def _no_triton_run(_kind: str, _call: Call, **_opts: Any) -> Any:
+    return NotImplemented
+
+
+# softmax_xp._fast.torch_triton.run once imported (_no_triton where Triton does
+# not, or where SOFTMAX_XP_GPU_KERNELS=0 turned the GPU kernels off)
+_TRITON: Callable[..., Any] | None = None if GPU_KERNELS else _no_triton_run
+# set by torch_triton._on_cpu() (tests): CPU tensors take the Triton kernels too
+_triton_on_cpu = False
+# set by torch_triton._paused() in this thread: a double backward recomputes
+# the gradient with differentiable torch operations (the chain below)
+_triton_pause = threading.local()
+
+
+def _triton_run(kind: str, call: Call, opts: dict[str, Any]) -> Any:
+    """``torch_triton.run``, or ``NotImplemented`` where Triton does not import."""
+    global _TRITON  # noqa: PLW0603 - imported on the first CUDA call
+    if _TRITON is None:
+        try:
+            from . import torch_triton
+        except ImportError:
+            _TRITON = _no_triton_run
+        else:
+            _TRITON = torch_triton.run
+    return _TRITON(kind, call, **opts)
+
+
 @contextlib.contextmanager
 def branch_free(enabled: bool = True) -> Iterator[None]:
     """Run the branch-free (device) formulation on CPU tensors too, in this block.
@@ -105,6 +139,12 @@ def branch_free(enabled: bool = True) -> Iterator[None]:
 
 def run(kind: str, call: Call, **opts: Any) -> Any:
     """``_generic.<kind>(call, **opts)`` on torch tensors, or ``NotImplemented``."""
+    if (call.x.is_cuda or _triton_on_cpu) and not (
+        not torch.compiler.is_compiling() and getattr(_triton_pause, "on", False)
+    ):
+        out = _triton_run(kind, call, opts)
+        if out is not NotImplemented:
+            return out
     if _small_call(kind, call, opts):
         small = _SMALL_PATHS[kind](call.x, call.shape, opts)
         if small is not None:
