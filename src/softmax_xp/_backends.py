@@ -259,7 +259,7 @@ BACKENDS: tuple[Backend, ...] = (
     Backend(
         "dask", "tests-dask", _dask_targets, fast_path="dask", array_module="dask.array"
     ),
-    Backend("cupy", "tests-cupy", _cupy_targets, gpu=True),
+    Backend("cupy", "tests-cupy", _cupy_targets, fast_path="cupy", gpu=True),
 )
 _BY_NAME = {b.name: b for b in BACKENDS}
 _VARIANT_OF = {v.name: b for b in BACKENDS for v in b.variants}
