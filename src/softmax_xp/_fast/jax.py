@@ -78,13 +78,24 @@ a loss gives such outputs a zero cotangent. The rules compute their outputs
 with the custom functions themselves, so second derivatives (``jax.hessian``)
 go through them again. They create no NaN (``jax_debug_nans`` stays quiet);
 NaN rows, whose outputs are NaN, get NaN tangents.
+
+GPU kernels (issue 14), off by default. With ``SOFTMAX_XP_PALLAS=1`` in the
+environment when this module is imported, a configuration that
+``jax_pallas.py`` covers runs its Pallas (Triton) kernel on CUDA devices,
+chosen when the jitted function is lowered (``lax.platform_dependent``; every
+other platform keeps the fused core above); what it does not cover runs as
+without the switch. It stays off until a GPU benchmark shows it faster than
+XLA's fusion. ``_PALLAS = "interpret"`` (private, for the tests) runs the
+kernels in Pallas's interpret mode on any platform.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -387,6 +398,7 @@ def _launch(kind: str, call: Call, opts: dict[str, Any], *, fast: bool) -> Any:
         b is None,
         None if t is None else isinstance(t, float),
         tuple(opts.items()),
+        _PALLAS,
     )
     fn = _READY.get(key)
     if fn is None:
@@ -400,11 +412,43 @@ def _launch(kind: str, call: Call, opts: dict[str, Any], *, fast: bool) -> Any:
     return fn(call.x, *(a for a in (where, t, b) if a is not None))
 
 
+# The Pallas kernels (jax_pallas.py), off by default: None (off), "gpu"
+# (SOFTMAX_XP_PALLAS=1: on CUDA devices) or "interpret" (tests: on every
+# platform, in Pallas's interpret mode). Part of _READY's key; see _pallas().
+_PALLAS: str | None = "gpu" if os.environ.get("SOFTMAX_XP_PALLAS") == "1" else None
+
+
+@contextlib.contextmanager
+def _pallas(mode: str | None) -> Iterator[None]:
+    """Calls in this block take the Pallas kernels (``"gpu"``, ``"interpret"``) or
+    not (``None``): for the benchmark's ``jax [pallas]`` row and the tests. Process
+    wide, not per thread; a caller's own ``jax.jit`` keeps what it traced."""
+    global _PALLAS  # noqa: PLW0603 - a private switch for the benchmark and tests
+    previous, _PALLAS = _PALLAS, mode
+    try:
+        yield
+    finally:
+        _PALLAS = previous
+
+
 def _prepared(kind: str, call: Call, opts: dict[str, Any], *, fast: bool) -> Any:
     """What :func:`_launch` runs for ``call``'s configuration (cached there)."""
     if call.empty:
         return _EAGER
-    return _jitted(kind, call, opts, fast and _covered(kind, call))
+    fast = fast and _covered(kind, call)
+    if fast and _PALLAS is not None:
+        from . import jax_pallas
+
+        fn = jax_pallas.prepared(
+            kind,
+            call,
+            opts,
+            _jitted(kind, call, opts, fast),
+            interpret=_PALLAS == "interpret",
+        )
+        if fn is not None:
+            return fn
+    return _jitted(kind, call, opts, fast)
 
 
 def _covered(kind: str, call: Call) -> bool:
