@@ -523,7 +523,9 @@ def test_torch_compile_fullgraph() -> None:
         p = sx.softmax(x * 2, where=w, temperature=t)
         q = sx.log_softmax(x, axis=0)
         r = sx.logsumexp(x, axis=-1, where=w)
-        return p.sum(-1) + q[:, 0] + r + sx.softmin(x, axis=None).sum(-1)
+        # a Python-scalar temperature: its checks trace too (no np.errstate)
+        s = sx.softmin(x, axis=None, temperature=0.5)
+        return p.sum(-1) + q[:, 0] + r + s.sum(-1)
 
     x_np, keep = _grad_rows()
     x_np = np.where(keep, x_np, 0.0)  # no NaN: gradients of every entry

@@ -11,6 +11,7 @@ import contextlib
 import math
 import numbers
 import operator
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -122,6 +123,9 @@ def _carrier_of(cls: type) -> tuple[str, dict[str, str]] | None:
     return found
 
 
+_PLAIN_SCALARS = (bool, int, float, complex)
+
+
 def refuse_own_mask(func: str, name: str, value: Any) -> None:
     """``TypeError`` for arrays that carry their own mask, index or sparse layout.
 
@@ -130,7 +134,9 @@ def refuse_own_mask(func: str, name: str, value: Any) -> None:
     backend; the message says what to pass instead.
     """
     cls = type(value)
-    if cls is np.ndarray:
+    # plain arrays and Python scalars carry nothing (and torch.compile cannot
+    # trace the walk over a builtin's __mro__ in _carrier_of)
+    if cls is np.ndarray or cls in _PLAIN_SCALARS:
         return
     found = _carrier_of(cls)
     mod = cls.__module__ or ""
@@ -395,6 +401,12 @@ def _scalar_temperature(func: str, t: Any, xp: Namespace, compute_dtype: Any) ->
     return value
 
 
+def _torch_compiling() -> bool:
+    """Whether torch.compile is tracing this call (torch imported and compiling)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and bool(torch.compiler.is_compiling())
+
+
 # (smallest normal, largest finite, NumPy type of the same width) per compute dtype
 _NORMAL_RANGE: dict[Any, tuple[float, float, Any]] = {}
 
@@ -417,7 +429,9 @@ def _check_normal(func: str, t: Any, value: float, xp: Namespace, dtype: Any) ->
         lo, hi = float(fi.smallest_normal), float(fi.max)
         _NORMAL_RANGE[key] = (lo, hi, np_type)
     rounded = value
-    if np_type is not None:
+    # torch.compile cannot trace np.errstate: there the bounds are checked on the
+    # float64 value (it differs only within half an ulp of them)
+    if np_type is not None and not _torch_compiling():
         with np.errstate(over="ignore", under="ignore"):
             rounded = float(np_type(value))
     if not lo <= rounded <= hi:
