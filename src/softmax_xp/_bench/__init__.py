@@ -15,7 +15,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._cases import BACKENDS, FULL_LAYOUTS, KINDS, QUICK_LAYOUTS, parse_layouts
+from ._cases import (
+    BACKENDS,
+    FULL_LAYOUTS,
+    GPU_DTYPES,
+    GPU_LAYOUTS,
+    GPU_QUICK_LAYOUTS,
+    KINDS,
+    QUICK_LAYOUTS,
+    Layout,
+    parse_layouts,
+)
 from ._report import evaluate_targets, format_report, plot, plot_scaling, write_json
 from ._suite import Config, run_suite
 
@@ -33,7 +43,7 @@ __all__ = [
 # used to record the git commit, which is None elsewhere
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_OUT = Path("softmax-xp-bench")
-DTYPES = ("float16", "float32", "float64")
+DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def comma_separated(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
@@ -88,8 +98,8 @@ def build_parser(
     parser.add_argument(
         "--dtypes",
         type=comma_separated(DTYPES),
-        default=("float32", "float64"),
-        help="comma-separated, default float32,float64",
+        help="comma-separated, default float32,float64 (the GPU run, "
+        "softmax-xp bench --device gpu: float32,bfloat16; bfloat16 needs ml_dtypes)",
     )
     parser.add_argument(
         "--kinds",
@@ -143,18 +153,27 @@ def _default(value: Any, default: Any) -> Any:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    known = QUICK_LAYOUTS if args.quick else FULL_LAYOUTS
+    """The run's configuration; ``args.device == "gpu"`` (``softmax-xp bench
+    --device gpu``) makes it the GPU run: the GPU layouts and dtypes, shorter
+    batches (a GPU's times are steady), device floors, memory peaks."""
+    gpu = getattr(args, "device", None) == "gpu"
+    known: tuple[Layout, ...]
+    if gpu:
+        known = GPU_QUICK_LAYOUTS if args.quick else GPU_LAYOUTS
+    else:
+        known = QUICK_LAYOUTS if args.quick else FULL_LAYOUTS
     layouts = parse_layouts(args.shapes, known) if args.shapes else known
     quick = bool(args.quick)
-    repeat = _default(args.repeat, 3 if quick else 7)
-    min_time = _default(args.min_time, 0.002 if quick else 0.05)
-    budget = _default(args.budget, 0.1 if quick else 3.0)
+    dtypes = args.dtypes or (GPU_DTYPES if gpu else ("float32", "float64"))
+    repeat = _default(args.repeat, 3 if quick else (5 if gpu else 7))
+    min_time = _default(args.min_time, 0.002 if quick else (0.02 if gpu else 0.05))
+    budget = _default(args.budget, 0.1 if quick else (1.0 if gpu else 3.0))
     if repeat < 1 or min_time < 0 or budget < 0:
         msg = "--repeat must be at least 1; --min-time and --budget not negative"
         raise ValueError(msg)
     return Config(
         layouts=layouts,
-        dtypes=args.dtypes,
+        dtypes=tuple(dtypes),
         backends=args.backends,
         kinds=args.kinds,
         repeat=repeat,
@@ -166,6 +185,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         in_jit=not quick if args.in_jit is None else args.in_jit,
         torch_threads=args.torch_threads,
         seed=args.seed,
+        gpu=gpu,
     )
 
 
@@ -196,7 +216,8 @@ def run(
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    stem = f"bench-{result['mode']}-{stamp}"
+    gpu = "gpu-" if config.gpu else ""
+    stem = f"bench-{gpu}{result['mode']}-{stamp}"
     json_path = out / f"{stem}.json"
     write_json(result, json_path)
     print(f"\nJSON: {json_path}")

@@ -30,6 +30,8 @@ from ._timing import Timing
 __all__ = [
     "BACKENDS",
     "FULL_LAYOUTS",
+    "GPU_LAYOUTS",
+    "GPU_QUICK_LAYOUTS",
     "KINDS",
     "QUICK_LAYOUTS",
     "Backend",
@@ -123,6 +125,55 @@ QUICK_LAYOUTS = (
 )
 
 
+# The GPU run (``--device gpu``): rows of 1,024, 4,096 and 32,768 entries, 16k to
+# 64k rows (256 MiB to 2 GiB of float32, each call 0.1-1 ms on an H200: long
+# enough that a launch is noise, short enough for the whole run to take about
+# two minutes), plus the call-overhead case 8x128. Their inputs repeat the
+# first GPU_DISTINCT_ROWS random rows (see gpu_input): drawing 2^29 normal
+# values on the host would cost more than timing them.
+GPU_ROLES = frozenset({"gpu-1k", "gpu-4k", "gpu-32k"})
+GPU_DISTINCT_ROWS = 1024
+GPU_LAYOUTS = (
+    Layout((65_536, 1024), -1, "gpu-1k"),
+    Layout((32_768, 4096), -1, "gpu-4k"),
+    Layout((16_384, 32_768), -1, "gpu-32k"),
+    Layout((8, 128), -1, "tiny"),
+)
+# the GPU layouts with 64x fewer rows (the row lengths are the point)
+GPU_QUICK_LAYOUTS = (
+    Layout((1024, 1024), -1, "gpu-1k"),
+    Layout((512, 4096), -1, "gpu-4k"),
+    Layout((256, 32_768), -1, "gpu-32k"),
+    Layout((8, 128), -1, "tiny"),
+)
+GPU_DTYPES = ("float32", "bfloat16")
+
+
+def numpy_dtype(name: str) -> Any:
+    """The NumPy dtype called ``name``; bfloat16 is ml_dtypes' (ImportError without)."""
+    if name == "bfloat16":
+        import ml_dtypes  # JAX's dependency; only bfloat16 needs it
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def gpu_input(layout: Layout, dtype: str, seed: int) -> np.ndarray:
+    """A GPU layout's input: GPU_DISTINCT_ROWS standard-normal rows, repeated.
+
+    The kernels are memory-bound and see no difference between distinct and
+    repeated rows (2 GiB passes through the 60 MB L2 either way), while the
+    host draws 1,024 rows instead of 16,384 of 32,768 entries. Drawn in
+    float32, rounded to ``dtype`` once.
+    """
+    rows, n = layout.shape
+    rng = np.random.default_rng([seed, *layout.shape])
+    block = rng.standard_normal((min(rows, GPU_DISTINCT_ROWS), n), dtype=np.float32)
+    block = block.astype(numpy_dtype(dtype))
+    reps = -(-rows // block.shape[0])
+    return np.ascontiguousarray(np.tile(block, (reps, 1))[:rows])
+
+
 def parse_layouts(spec: str, known: Sequence[Layout]) -> tuple[Layout, ...]:
     """``"4096x4096,4096x4096:0,16777216,mlp"`` -> layouts (``:axis`` defaults to -1).
 
@@ -183,6 +234,8 @@ class Candidate:
     check: dict[str, Any] | None = None
     error: str | None = None
     call: str | None = None  # what is timed, as the table names it (default: impl)
+    # GPU: fn only queues the call; sync() waits for the device, once per batch
+    sync: Callable[[], Any] | None = None
 
     @property
     def label(self) -> str:
@@ -205,12 +258,13 @@ def floors(
     exp: Callable[[], Any],
     copy: Callable[[], Any],
     to_numpy: Callable[[Any], np.ndarray],
+    sync: Callable[[], Any] | None = None,
 ) -> list[Candidate]:
     """The two floors on ``backend``: its ``exp`` (into a preallocated output
     where it has ``out=``) and a ``copy`` of the input."""
     return [
-        Candidate(backend, exp_name, "floor", None, exp, to_numpy),
-        Candidate(backend, "copy", "floor", None, copy, to_numpy),
+        Candidate(backend, exp_name, "floor", None, exp, to_numpy, sync=sync),
+        Candidate(backend, "copy", "floor", None, copy, to_numpy, sync=sync),
     ]
 
 
@@ -221,9 +275,10 @@ def peer_candidate(
     fn: Callable[[], Any],
     to_numpy: Callable[[Any], np.ndarray],
     floor: str = "numpy",
+    sync: Callable[[], Any] | None = None,
 ) -> Candidate:
     """The library's own ``kind`` on ``backend``: what ours is held against."""
-    return Candidate(backend, impl, "peer", kind, fn, to_numpy, floor=floor)
+    return Candidate(backend, impl, "peer", kind, fn, to_numpy, floor=floor, sync=sync)
 
 
 def _thunk(
@@ -291,6 +346,9 @@ class Backend:
     """One array library: how to build its inputs and candidates."""
 
     name = ""
+    # what a GPU adapter's candidates call once per batch (see _timing); None:
+    # each call synchronises itself
+    sync: Callable[[], Any] | None = None
 
     def __init__(self, sx: Any, *, generic: bool, in_jit: bool = True) -> None:
         self.sx = sx
@@ -316,6 +374,19 @@ class Backend:
     ) -> tuple[list[Candidate], list[Skip]]:
         raise NotImplementedError
 
+    def memory(
+        self, x: np.ndarray, layout: Layout, kinds: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """Peak device memory during one call of each kind (GPU adapters only).
+
+        Each entry: ``backend``, ``impl``, ``kind``, ``input_bytes``,
+        ``output_bytes`` (the forward's output, plus the gradient for a
+        forward+backward), ``peak_extra_bytes`` (the peak during the call
+        minus what was allocated before it) and ``method``.
+        """
+        del x, layout, kinds  # a CPU backend: nothing to measure
+        return []
+
     # helpers shared by the adapters
 
     def _ours(
@@ -340,6 +411,7 @@ class Backend:
                 to_numpy,
                 peer,
                 floor,
+                sync=self.sync,
             )
         ]
         if self.generic:
@@ -358,6 +430,7 @@ class Backend:
                     to_numpy,
                     peer,
                     floor,
+                    sync=self.sync,
                 )
             )
         return out
@@ -365,6 +438,9 @@ class Backend:
 
 def _np(a: Any) -> np.ndarray:
     return np.asarray(a)
+
+
+_np_all = _np
 
 
 ONE_THREAD = "softmax_xp 1 thread"
@@ -505,12 +581,36 @@ class TorchBackend(Backend):
         with warnings.catch_warnings():
             # the input is read-only on purpose; torch warns that tensors cannot be
             warnings.filterwarnings("ignore", "The given NumPy array is not writable")
-            xt = torch.from_numpy(x)
+            xt = torch_tensor(torch, x)
         return _torch_candidates(self, torch, xt, layout, kinds, _identity), []
 
 
 def _torch_numpy(a: Any) -> np.ndarray:
-    return np.asarray(a.detach().cpu().numpy())
+    a = a.detach().cpu()
+    if str(a.dtype) == "torch.bfloat16":  # NumPy has none: widened (exactly)
+        a = a.float()
+    return np.asarray(a.numpy())
+
+
+def torch_tensor(torch: Any, x: np.ndarray) -> Any:
+    """``x`` as a CPU tensor without a copy (ml_dtypes' bfloat16 as torch's)."""
+    if x.dtype.name == "bfloat16":
+        return torch.from_numpy(x.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(x)
+
+
+def sampled_rows(
+    to_numpy: Callable[[Any], np.ndarray], layout: Layout
+) -> Callable[[Any], np.ndarray]:
+    """On a GPU layout, ``to_numpy`` of every k-th row only (64 rows or so).
+
+    The warm-up check then moves a few MiB to the host instead of 2 GiB per
+    candidate; the rows are spread over the whole array. Elsewhere unchanged.
+    """
+    if layout.role not in GPU_ROLES:
+        return to_numpy
+    step = max(1, layout.shape[0] // 64)
+    return lambda a: to_numpy(a[::step])
 
 
 def _torch_candidates(
@@ -528,6 +628,8 @@ def _torch_candidates(
     }
     name = backend.name
     floor = "numpy" if name == "torch" else name
+    sync = backend.sync
+    to_numpy = sampled_rows(_torch_numpy, layout)
     out = []
     if name != "torch":  # a device: its own floors
         yt = torch.empty_like(xt)
@@ -536,22 +638,25 @@ def _torch_candidates(
             "torch.exp",
             lambda: finish(torch.exp(xt, out=yt)),
             lambda: finish(yt.copy_(xt)),
-            _torch_numpy,
+            to_numpy,
+            sync,
         )
     for kind in kinds:
         g = functools.partial(peers[kind], dim=layout.axis)
         out.append(
             peer_candidate(
-                name, "torch", kind, _thunk(finish, g, xt), _torch_numpy, floor
+                name, "torch", kind, _thunk(finish, g, xt), to_numpy, floor, sync
             )
         )
         out += backend._ours(
-            kind, xt, layout.axis, finish, _torch_numpy, (name, "torch"), floor
+            kind, xt, layout.axis, finish, to_numpy, (name, "torch"), floor
         )
-    if layout.role not in SMALL_CALL:
+    # forward+backward on the small calls, and on the GPU layouts (the issue's
+    # "backward at least as fast as torch's")
+    if layout.role not in SMALL_CALL | GPU_ROLES:
         return out
     # forward+backward: y = f(t) on a leaf t that requires grad, y.backward(g)
-    cot = torch.from_numpy(cotangent(xt.cpu().numpy())).to(xt.device)
+    cot = _torch_cotangent(torch, xt)
     for kind in (k for k in GRAD_KINDS if k in kinds):
         theirs = functools.partial(peers[kind], dim=layout.axis)
         ours = functools.partial(getattr(backend.sx, kind), axis=layout.axis)
@@ -563,13 +668,31 @@ def _torch_candidates(
                     role,
                     kind + GRAD,
                     _torch_backward(f, xt, cot, finish),
-                    _torch_numpy,
+                    to_numpy,
                     None if role == "peer" else (name, "torch"),
                     floor,
                     call=f"torch.{kind} + backward" if role == "peer" else None,
+                    sync=sync,
                 )
             )
     return out
+
+
+def _torch_cotangent(torch: Any, xt: Any) -> Any:
+    """:func:`cotangent` for ``xt``, on its device and in its dtype.
+
+    The GPU layouts' cotangents (up to 2^29 entries) are drawn on the device
+    from FIXED_SEED instead: only torch's rows use them, ours and torch's
+    with the same one.
+    """
+    if xt.numel() > 2**22:
+        gen = torch.Generator(device=xt.device).manual_seed(FIXED_SEED)
+        c = torch.randn(xt.shape, generator=gen, device=xt.device)
+        return c.to(xt.dtype)
+    if xt.dtype == torch.bfloat16:  # drawn in float32, rounded
+        c = cotangent(np.zeros(xt.shape, np.float32))
+        return torch.from_numpy(c).to(xt.device, torch.bfloat16)
+    return torch.from_numpy(cotangent(xt.cpu().numpy())).to(xt.device)
 
 
 def _torch_backward(
@@ -653,8 +776,32 @@ def _torch_mlp_candidates(sx: Any, torch: Any, x: np.ndarray) -> list[Candidate]
     ]
 
 
+def _peak_record(
+    backend: str,
+    impl: str,
+    kind: str,
+    x: np.ndarray,
+    output_bytes: int,
+    extra: int,
+    method: str,
+) -> dict[str, Any]:
+    return {
+        "backend": backend,
+        "impl": impl,
+        "kind": kind,
+        "input_bytes": x.nbytes,
+        "output_bytes": output_bytes,
+        "peak_extra_bytes": extra,
+        "method": method,
+    }
+
+
+def _one_result(f: Callable[[Any], Any], x: Any) -> tuple[Any]:
+    return (f(x),)
+
+
 class TorchCudaBackend(Backend):
-    """PyTorch CUDA tensors, synchronised after every call."""
+    """PyTorch CUDA tensors: calls queued, the device synchronised per batch."""
 
     name = "torch-cuda"
 
@@ -662,11 +809,19 @@ class TorchCudaBackend(Backend):
         self.torch, reason = _import("torch")
         if reason is None and not _devices("torch", "cuda"):
             reason = "torch.cuda.is_available() is False"
+        if reason is None:
+            self.sync = self.torch.cuda.synchronize
         return reason
 
     def info(self) -> dict[str, Any]:
-        cuda = self.torch.cuda
-        return {"device": cuda.get_device_name(0), "cuda": self.torch.version.cuda}
+        torch = self.torch
+        triton, _ = _import("triton")
+        return {
+            "torch": torch.__version__,
+            "device": torch.cuda.get_device_name(0),
+            "cuda": torch.version.cuda,
+            "triton": _version(triton),
+        }
 
     def candidates(
         self, x: np.ndarray, layout: Layout, kinds: Sequence[str]
@@ -674,26 +829,90 @@ class TorchCudaBackend(Backend):
         torch = self.torch
         if layout.name is not None:  # the MLP runs on the CPU backends
             return [], []
-        xt = torch.from_numpy(x.copy()).cuda()
+        xt = torch_tensor(torch, x).cuda()
+        return _torch_candidates(self, torch, xt, layout, kinds, _identity), []
 
-        def finish(a: Any) -> Any:
-            torch.cuda.synchronize()
-            return a
+    def memory(
+        self, x: np.ndarray, layout: Layout, kinds: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """``max_memory_allocated`` during one call, minus what was allocated
+        before it (the input, the cotangent, the leaf of a forward+backward)."""
+        torch = self.torch
+        cuda = torch.cuda
+        if layout.name is not None:
+            return []
+        xt = torch_tensor(torch, x).cuda()
+        method = "torch.cuda.max_memory_allocated() - memory_allocated() before"
+        peers = {"softmax": torch.softmax, "log_softmax": torch.log_softmax}
+        peers["logsumexp"] = torch.logsumexp
+        axis = layout.axis
+        out = []
 
-        return _torch_candidates(self, torch, xt, layout, kinds, finish), []
+        def peak(call: Callable[[], Any]) -> tuple[int, int]:
+            cuda.synchronize()
+            cuda.reset_peak_memory_stats()
+            before = cuda.memory_allocated()
+            results = call()
+            cuda.synchronize()
+            extra = cuda.max_memory_allocated() - before
+            nbytes = sum(r.numel() * r.element_size() for r in results)
+            return nbytes, extra
+
+        for kind in kinds:
+            for impl, f in (
+                ("softmax_xp", functools.partial(getattr(self.sx, kind), axis=axis)),
+                ("torch", functools.partial(peers[kind], dim=axis)),
+            ):
+                nbytes, extra = peak(functools.partial(_one_result, f, xt))
+                out.append(
+                    _peak_record(self.name, impl, kind, x, nbytes, extra, method)
+                )
+        cot = _torch_cotangent(torch, xt)
+        for kind in (k for k in GRAD_KINDS if k in kinds):
+            for impl, f in (
+                ("softmax_xp", functools.partial(getattr(self.sx, kind), axis=axis)),
+                ("torch", functools.partial(peers[kind], dim=axis)),
+            ):
+                t = xt.detach().clone().requires_grad_(True)
+
+                def step(f: Callable[[Any], Any] = f, t: Any = t) -> tuple[Any, ...]:
+                    y = f(t)
+                    y.backward(cot)
+                    return (y, t.grad)
+
+                step()  # the backward's first run outside the measurement
+                t.grad = None
+                nbytes, extra = peak(step)
+                out.append(
+                    _peak_record(self.name, impl, kind + GRAD, x, nbytes, extra, method)
+                )
+                del t
+        return out
 
 
 class JaxBackend(Backend):
     """JAX (its default device), jitted peers compiled outside the clock."""
 
     name = "jax"
+    gpu_only = False  # the GPU run (--device gpu): skipped where JAX has no GPU
 
     def probe(self) -> str | None:
         self.jax, reason = _import("jax")
         if reason is None:
             # float64 inputs stay float64 (before any array is created)
             self.jax.config.update("jax_enable_x64", True)
+            if self.gpu_only and self.jax.default_backend() != "gpu":
+                reason = (
+                    f"JAX's default backend is {self.jax.default_backend()}, "
+                    "not a GPU (the GPU run times JAX on a GPU only)"
+                )
         return reason
+
+    def pallas(self) -> bool:
+        """Whether the Pallas row runs: on a GPU, where the kernel module exists."""
+        return self.jax.default_backend() == "gpu" and (
+            importlib.util.find_spec("softmax_xp._fast.jax_pallas") is not None
+        )
 
     def info(self) -> dict[str, Any]:
         jax = self.jax
@@ -715,6 +934,7 @@ class JaxBackend(Backend):
         if layout.name == MLP.name:
             return _jax_mlp_candidates(self.sx, jax, x, floor), []
         xj = jax.device_put(x)
+        _np = sampled_rows(_np_all, layout)
         out = []
 
         def finish(a: Any) -> Any:
@@ -740,6 +960,8 @@ class JaxBackend(Backend):
             out += self._ours(
                 kind, xj, layout.axis, finish, _np, ("jax", "jax.nn (jit)"), floor
             )
+            if self.pallas():
+                out.append(self._pallas(kind, xj, layout.axis, _np, floor))
             if not self.in_jit:
                 continue
             ours_jit = jax.jit(
@@ -760,6 +982,34 @@ class JaxBackend(Backend):
         if layout.role in SMALL_CALL:
             out += self._backward(xj, layout, kinds, floor)
         return out, []
+
+    def _pallas(
+        self, kind: str, xj: Any, axis: int, to_numpy: Any, floor: str
+    ) -> Candidate:
+        """Ours with the Pallas kernels switched on, against ours without.
+
+        Row ``jax [pallas]``; its peer is ours on the XLA path. The switch is
+        ``_fast.jax._pallas("gpu")`` around each call (what ``SOFTMAX_XP_PALLAS=1``
+        sets at import); each setting keeps its own compiled function.
+        """
+        from softmax_xp._fast import jax as fast_jax
+
+        f = functools.partial(getattr(self.sx, kind), axis=axis)
+
+        def call() -> Any:
+            with fast_jax._pallas("gpu"):
+                return f(xj).block_until_ready()
+
+        return Candidate(
+            "jax",
+            "softmax_xp pallas",
+            "variant",
+            kind,
+            call,
+            to_numpy,
+            ("jax", "softmax_xp"),
+            floor,
+        )
 
     def _backward(
         self, xj: Any, layout: Layout, kinds: Sequence[str], floor: str
@@ -937,6 +1187,9 @@ class CupyBackend(Backend):
         if reason is None and not _devices("cupy", "cuda"):
             _, why = targets("cupy")
             reason = f"cupy finds no GPU ({why})"
+        if reason is None:
+            cp = self.cp
+            self.sync = lambda: cp.cuda.Device().synchronize()
         return reason
 
     def info(self) -> dict[str, Any]:
@@ -954,22 +1207,23 @@ class CupyBackend(Backend):
         cp = self.cp
         if layout.name is not None:  # the MLP runs on the CPU backends
             return [], []
+        if x.dtype.name == "bfloat16":
+            return [], [Skip("cupy", "* bfloat16", NO_BFLOAT16)]
         xc = cp.asarray(x)
         yc = cp.empty_like(xc)
+        finish = _identity  # calls are queued; self.sync waits once per batch
 
-        def finish(a: Any) -> Any:
-            cp.cuda.runtime.deviceSynchronize()
-            return a
-
-        def to_numpy(a: Any) -> np.ndarray:
+        def to_numpy_all(a: Any) -> np.ndarray:
             return np.asarray(cp.asnumpy(a))
 
+        to_numpy = sampled_rows(to_numpy_all, layout)
         out = floors(
             "cupy",
             "cp.exp",
             lambda: finish(cp.exp(xc, out=yc)),
             lambda: finish(cp.copyto(yc, xc)),
             to_numpy,
+            self.sync,
         )
         skips = []
         special, reason = _import("cupyx.scipy.special")
@@ -981,7 +1235,13 @@ class CupyBackend(Backend):
                 thunk = _thunk(finish, g, xc)
                 out.append(
                     peer_candidate(
-                        "cupy", "cupyx.scipy.special", kind, thunk, to_numpy, "cupy"
+                        "cupy",
+                        "cupyx.scipy.special",
+                        kind,
+                        thunk,
+                        to_numpy,
+                        "cupy",
+                        self.sync,
                     )
                 )
                 peer = ("cupy", "cupyx.scipy.special")
@@ -991,6 +1251,43 @@ class CupyBackend(Backend):
                 )
             out += self._ours(kind, xc, layout.axis, finish, to_numpy, peer, "cupy")
         return out, skips
+
+    def memory(
+        self, x: np.ndarray, layout: Layout, kinds: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The memory pool's total after one call, its cached blocks freed first.
+
+        The pool keeps every block it allocated (until ``free_all_blocks``),
+        so its growth over the call bounds the call's peak from above (exact
+        unless a block freed within the call was reused inside it).
+        """
+        cp = self.cp
+        if layout.name is not None or x.dtype.name == "bfloat16":
+            return []
+        pool = cp.get_default_memory_pool()
+        xc = cp.asarray(x)
+        special, _ = _import("cupyx.scipy.special")
+        method = "cupy memory pool: total_bytes() growth, free blocks released first"
+        out = []
+        for kind in kinds:
+            calls = [("softmax_xp", getattr(self.sx, kind))]
+            if special is not None and hasattr(special, kind):
+                calls.append(("cupyx.scipy.special", getattr(special, kind)))
+            for impl, f in calls:
+                cp.cuda.Device().synchronize()
+                pool.free_all_blocks()
+                before = pool.total_bytes()
+                y = f(xc, axis=layout.axis)
+                cp.cuda.Device().synchronize()
+                extra = pool.total_bytes() - before
+                out.append(
+                    _peak_record(self.name, impl, kind, x, y.nbytes, extra, method)
+                )
+                del y
+        return out
+
+
+NO_BFLOAT16 = "CuPy has no bfloat16 dtype"
 
 
 def _devices(backend: str, kind: str) -> list[str]:
@@ -1015,17 +1312,29 @@ BACKENDS = tuple(n for n in (*matrix(gpu=False), *matrix(gpu=True)) if n in _ADA
 
 
 def make_backends(
-    names: Sequence[str], sx: Any, *, generic: bool, in_jit: bool = True
+    names: Sequence[str],
+    sx: Any,
+    *,
+    generic: bool,
+    in_jit: bool = True,
+    gpu: bool = False,
 ) -> tuple[list[Backend], list[Skip]]:
-    """The adapters that can run here, and a skip record for each that cannot."""
+    """The adapters that can run here, and a skip record for each that cannot.
+
+    ``gpu``: the GPU run, whose floors are each device's own (no NumPy floors
+    on 2 GiB host arrays) and whose JAX rows need JAX on a GPU.
+    """
     ready: list[Backend] = []
     skipped: list[Skip] = []
-    if "numpy" not in names:  # the floors always run; Dask is held against ours
+    if "numpy" not in names and not gpu:
+        # the floors always run; Dask is held against ours
         floors = NumpyBackend(sx, generic=False)
         floors.parts = frozenset({"floors", "ours"} if "dask" in names else {"floors"})
         ready.append(floors)
     for name in names:
         backend = _ADAPTERS[name](sx, generic=generic, in_jit=in_jit)
+        if isinstance(backend, JaxBackend):
+            backend.gpu_only = gpu
         reason = backend.probe()
         if reason is None:
             ready.append(backend)

@@ -8,9 +8,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._cases import FULL_LAYOUTS, SMALL_CALL, DaskBackend, Layout
+from ._cases import (
+    FULL_LAYOUTS,
+    GPU_DTYPES,
+    GPU_LAYOUTS,
+    GPU_ROLES,
+    GRAD,
+    SMALL_CALL,
+    DaskBackend,
+    Layout,
+)
 
 __all__ = [
+    "GPU_TARGETS",
     "TARGETS",
     "Target",
     "evaluate_targets",
@@ -194,13 +204,16 @@ class Target:
     kind: str
     ours: tuple[str, str]  # (backend, impl)
     ref: tuple[str, str, bool]  # (backend, impl, is a floor)
-    mode: str  # "speedup": ref / ours >= bound; "ratio": ours / ref <= bound
+    # "speedup": ref / ours >= bound; "ratio": ours / ref <= bound; "memory":
+    # ours' peak during a call over (output + input), at most its outputs plus
+    # 1% of the input (the bound comes from the run's memory record)
+    mode: str
     bound: float
 
     @property
     def title(self) -> str:
         """The title at full size (``NumPy softmax 4096x4096 float32 vs scipy``)."""
-        [layout] = [k for k in FULL_LAYOUTS if k.role == self.case]
+        layout = next(k for k in (*FULL_LAYOUTS, *GPU_LAYOUTS) if k.role == self.case)
         return self.title_for(layout.shape)
 
     def title_for(self, shape: Sequence[int]) -> str:
@@ -357,18 +370,109 @@ TARGETS = (
 )
 
 
+_TC = "torch-cuda"
+_TC_OURS = (_TC, "softmax_xp")
+_TC_TORCH = (_TC, "torch", False)
+_CUPY_OURS = ("cupy", "softmax_xp")
+
+
+def _gpu_targets() -> tuple[Target, ...]:
+    """Issue 14's targets, on each GPU layout (rows of 1,024 / 4,096 / 32,768
+    entries) in float32 and bfloat16, and on 8x128 (call overhead)."""
+    out: list[Target] = []
+    for case in sorted(GPU_ROLES, key=lambda c: int(c.split("-")[1][:-1])):
+        for dtype in GPU_DTYPES:
+            for kind in ("softmax", "log_softmax"):
+                out.append(
+                    Target(
+                        f"torch CUDA {kind} {{shape}} {dtype}: share of the "
+                        "device copy's bandwidth",
+                        case, dtype, kind, _TC_OURS, (_TC, "copy", True),
+                        "speedup", 0.8,
+                    )
+                )  # fmt: skip
+                for k, what in ((kind, kind), (kind + GRAD, f"{kind} fwd+bwd")):
+                    out.append(
+                        Target(
+                            f"torch CUDA {what} {{shape}} {dtype} vs torch.{kind}",
+                            case, dtype, k, _TC_OURS, _TC_TORCH, "ratio", 1.0,
+                        )
+                    )  # fmt: skip
+                    out.append(
+                        Target(
+                            f"torch CUDA {what} {{shape}} {dtype}: peak memory "
+                            "during a call / (output + input)",
+                            case, dtype, k, _TC_OURS, ("", "", False), "memory", 0.0,
+                        )
+                    )  # fmt: skip
+            if dtype == "float32":  # CuPy has no bfloat16
+                cupyx = ("cupy", "cupyx.scipy.special", False)
+                out += [
+                    Target(
+                        f"CuPy softmax {{shape}} {dtype} vs cupyx.scipy.special",
+                        case, dtype, "softmax", _CUPY_OURS, cupyx, "speedup", 3.0,
+                    ),
+                    Target(
+                        f"CuPy softmax {{shape}} {dtype}: share of the device "
+                        "copy's bandwidth",
+                        case, dtype, "softmax", _CUPY_OURS, ("cupy", "copy", True),
+                        "speedup", 0.8,
+                    ),
+                    Target(
+                        f"CuPy softmax {{shape}} {dtype}: peak memory during a "
+                        "call / (output + input)",
+                        case, dtype, "softmax", _CUPY_OURS, ("", "", False),
+                        "memory", 0.0,
+                    ),
+                ]  # fmt: skip
+    out.append(
+        Target(
+            "torch CUDA softmax {shape} float32 vs torch.softmax (call overhead)",
+            "tiny", "float32", "softmax", _TC_OURS, _TC_TORCH, "ratio", 1.5,
+        )
+    )  # fmt: skip
+    return tuple(out)
+
+
+GPU_TARGETS = _gpu_targets()
+
+
+def _memory_entry(
+    result: Record, t: Target, layout: str, entry: dict[str, Any]
+) -> None:
+    """Fill ``entry`` for a memory target from the run's memory records."""
+    rec = next(
+        (
+            m
+            for m in result.get("memory", [])
+            if (m["layout"], m["dtype"], m["backend"], m["impl"], m["kind"])
+            == (layout, t.dtype, *t.ours, t.kind)
+        ),
+        None,
+    )
+    if rec is None:
+        entry["note"] = f"{' '.join(t.ours)} not measured ({_why(result, t.ours[0])})"
+        return
+    entry["value"] = rec["fraction"]
+    entry["bound"] = rec["allowed_fraction"]
+    if entry["judged"]:
+        entry["met"] = rec["peak_extra_bytes"] <= rec["allowed_bytes"]
+
+
 def evaluate_targets(result: Record) -> list[dict[str, Any]]:
     """Each target: the measured ratio and met / not met (None: not measured).
 
     Only a full run judges: in quick mode (inputs 64x smaller, few repeats) a
-    target shows its ratio with ``met: None`` and ``judged: False``.
+    target shows its ratio with ``met: None`` and ``judged: False``. The GPU
+    run (``config.device == "gpu"``) has its own targets, GPU_TARGETS.
     """
     records = result["records"]
     index = Index(records)
     cases = {r["case"]: r for r in records if r.get("case")}
     judged = result.get("mode", "full") != "quick"
+    gpu = result.get("config", {}).get("device") == "gpu"
     out = []
-    for t in TARGETS:
+    for t in GPU_TARGETS if gpu else TARGETS:
         entry: dict[str, Any] = {
             "title": t.title,
             "mode": t.mode,
@@ -388,6 +492,12 @@ def evaluate_targets(result: Record) -> list[dict[str, Any]]:
             entry["title"] = t.title_for(case["shape"])
         if not any(k[:2] == (layout, t.dtype) for k in index.by_key):
             entry["note"] = f"{t.dtype} not in this run"
+            out.append(entry)
+            continue
+        if t.mode == "memory":
+            _memory_entry(result, t, layout, entry)
+            if not judged and entry["value"] is not None:
+                entry["note"] = QUICK_NOTE
             out.append(entry)
             continue
         ours = index.median(layout, t.dtype, *t.ours, t.kind)
@@ -443,6 +553,10 @@ def format_report(result: Record) -> str:
             f"torch CPU threads: {threads}"
             + (f" ({small} on 8x128, 64x1024 and the MLP)" if small != threads else "")
         )
+    for name in ("torch-cuda", "cupy", "jax"):
+        info = result.get("backends", {}).get(name, {})
+        if info.get("device"):
+            lines.append(f"{name}: {info['device']}")
     lines.append(
         "times are medians of the repeats; ours/peer < 1 means ours is faster; "
         "floor = exp with out= on the same input"
@@ -489,6 +603,7 @@ def format_report(result: Record) -> str:
         for r in peers_only:
             call = r.get("call") or r["impl"]
             lines.append(f"  {r['kind']:<19} {r['backend']:<18} {'-':>10}  {call}")
+    lines += _memory_lines(result)
     lines.append("")
     lines.append("targets (ratios of medians measured in this run):")
     quick = result["mode"] == "quick"
@@ -502,7 +617,9 @@ def format_report(result: Record) -> str:
         )
     for t in result["targets"]:
         status = {True: "met", False: "NOT MET", None: "n/a"}[t["met"]]
-        what = "peer/ours" if t["mode"] == "speedup" else "ours/ref"
+        what = {"speedup": "peer/ours", "memory": "peak/(out+in)"}.get(
+            t["mode"], "ours/ref"
+        )
         sign = ">=" if t["mode"] == "speedup" else "<="
         # quick mode judges nothing: a measured ratio comes without a verdict
         verdict = "" if quick and t["value"] is not None else f"{status:<8} "
@@ -544,6 +661,29 @@ def format_report(result: Record) -> str:
         f"{result['loadavg_end']}"
     )
     return "\n".join(lines)
+
+
+def _memory_lines(result: Record) -> list[str]:
+    """The GPU run's peak memory per call: one line per measurement."""
+    peaks = result.get("memory") or []
+    if not peaks:
+        return []
+    title = (
+        "peak device memory during one call, beyond what was allocated before "
+        "(the issue's bound: the output(s) plus 1% of the input):"
+    )
+    lines = ["", title]
+    for m in peaks:
+        verdict = "ok" if m["peak_extra_bytes"] <= m["allowed_bytes"] else "OVER"
+        lines.append(
+            f"  {m['layout']:<12} {m['dtype']:<8} {m['backend']:<10} "
+            f"{m['impl']:<19} {m['kind']:<19} "
+            f"peak {fmt_bytes(m['peak_extra_bytes']):>10}  "
+            f"output(s) {fmt_bytes(m['output_bytes']):>10}  "
+            f"input {fmt_bytes(m['input_bytes']):>10}  "
+            f"{m['fraction']:.3f} of out+in  {verdict}"
+        )
+    return lines
 
 
 def write_json(result: Record, path: Path) -> None:

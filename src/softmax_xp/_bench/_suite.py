@@ -14,13 +14,23 @@ from typing import Any
 import numpy as np
 
 from . import _machine
-from ._cases import Backend, Candidate, Layout, Skip, TorchBackend, make_backends
+from ._cases import (
+    GPU_ROLES,
+    Backend,
+    Candidate,
+    Layout,
+    Skip,
+    TorchBackend,
+    gpu_input,
+    make_backends,
+    numpy_dtype,
+)
 from ._timing import calibrate, round_robin
 
 __all__ = ["Config", "run_suite"]
 
 # agreement with the reference at warm-up: a wrong answer is fast for nothing
-_TOLERANCE = {"float16": 1e-2, "float32": 2e-4, "float64": 1e-9}
+_TOLERANCE = {"float16": 1e-2, "bfloat16": 2e-2, "float32": 2e-4, "float64": 1e-9}
 
 
 @dataclass
@@ -38,6 +48,7 @@ class Config:
     in_jit: bool = True
     torch_threads: int | None = None
     seed: int = 0
+    gpu: bool = False  # the GPU run: GPU layouts, device floors, memory peaks
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -152,8 +163,12 @@ def _run_group(
     dtype: str,
     x: np.ndarray,
     config: Config,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Skip]]:
-    """Warm up, check, calibrate and time every candidate on one input."""
+) -> tuple[
+    list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[Skip]
+]:
+    """Warm up, check, calibrate and time every candidate on one input; on the
+    GPU run, then measure the peak memory of one call (records, peaks, errors,
+    skips)."""
     where = {"layout": layout.label, "dtype": dtype}
     cands: list[Candidate] = []
     skips: list[Skip] = []
@@ -174,7 +189,7 @@ def _run_group(
     for c in cands:
         if c.error is None:
             try:
-                c.timing = calibrate(c.fn, config.min_time)
+                c.timing = calibrate(c.fn, config.min_time, sync=c.sync)
             except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
                 c.error = _error(exc)
     live = [(c.fn, c.timing) for c in cands if c.error is None]
@@ -197,7 +212,60 @@ def _run_group(
                 }
             )
             _log(f"  error {c.backend} {c.impl} {c.kind}: {c.error}")
-    return records, errors, skips
+    del cands, live  # the GPU arrays they hold, before the memory is measured
+    gc.collect()
+    peaks = _memory(backends, layout, dtype, x, config, errors) if config.gpu else []
+    return records, peaks, errors, skips
+
+
+def _memory(
+    backends: Sequence[Backend],
+    layout: Layout,
+    dtype: str,
+    x: np.ndarray,
+    config: Config,
+    errors: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The GPU adapters' peak memory during one call of each kind."""
+    where = {"layout": layout.label, "dtype": dtype}
+    out = []
+    for b in backends:
+        try:
+            peaks = b.memory(x, layout, config.kinds)
+        except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+            errors.append({**where, "backend": b.name, "error": _error(exc)})
+            _log(f"  error {b.name} (memory): {errors[-1]['error']}")
+            continue
+        for p in peaks:
+            allowed = p["output_bytes"] + 0.01 * p["input_bytes"]
+            out.append(
+                {
+                    **where,
+                    "case": layout.role,
+                    "shape": list(layout.shape),
+                    "axis": layout.axis,
+                    **p,
+                    # the issue's bound: the output(s) plus 1% of the input
+                    "allowed_bytes": allowed,
+                    "fraction": p["peak_extra_bytes"]
+                    / (p["output_bytes"] + p["input_bytes"]),
+                    "allowed_fraction": allowed
+                    / (p["output_bytes"] + p["input_bytes"]),
+                }
+            )
+    return out
+
+
+def make_input(layout: Layout, dtype: str, seed: int) -> np.ndarray:
+    """The group's input, read-only: one random stream per layout, so that every
+    dtype gets the same values, rounded (GPU layouts: see ``gpu_input``)."""
+    if layout.role in GPU_ROLES:
+        x = gpu_input(layout, dtype, seed)
+    else:
+        rng = np.random.default_rng([seed, *layout.shape])
+        x = rng.standard_normal(layout.shape).astype(numpy_dtype(dtype))
+    x.flags.writeable = False  # nothing may write into the input
+    return x
 
 
 def run_suite(
@@ -234,12 +302,17 @@ def run_suite(
             "generic": config.generic,
             "in_jit": config.in_jit,
             "seed": config.seed,
+            "device": "gpu" if config.gpu else "any",
             "statistic": "median of per-call times over repeats (min kept too)",
             **config.extra,
         },
     }
     backends, skips = make_backends(
-        config.backends, sx, generic=config.generic, in_jit=config.in_jit
+        config.backends,
+        sx,
+        generic=config.generic,
+        in_jit=config.in_jit,
+        gpu=config.gpu,
     )
     if config.torch_threads is not None:
         for b in backends:
@@ -257,6 +330,7 @@ def run_suite(
         _log(f"skip {s.backend}: {s.reason}")
 
     records: list[dict[str, Any]] = []
+    memory: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     groups = [
         (l, d)
@@ -266,14 +340,17 @@ def run_suite(
     ]
     for i, (layout, dtype) in enumerate(groups, 1):
         t0 = time.perf_counter()
-        # one stream per layout: every dtype gets the same values, rounded
-        rng = np.random.default_rng([config.seed, *layout.shape])
-        x = rng.standard_normal(layout.shape).astype(dtype)
-        x.flags.writeable = False  # nothing may write into the input
-        recs, errs, group_skips = _run_group(backends, layout, dtype, x, config)
+        try:
+            x = make_input(layout, dtype, config.seed)
+        except ImportError as exc:  # bfloat16 without ml_dtypes
+            skips.append(Skip("*", f"* {dtype}", f"no {dtype} input: {exc}"))
+            _log(f"skip {layout.label} {dtype}: {exc}")
+            continue
+        recs, peaks, errs, group_skips = _run_group(backends, layout, dtype, x, config)
         del x
         _free(backends)
         records += recs
+        memory += peaks
         errors += errs
         new = [s for s in group_skips if s not in skips]
         for s in new:
@@ -289,6 +366,7 @@ def run_suite(
         b.leave()
     result.update(
         records=records,
+        memory=memory,
         skipped=[
             {"backend": s.backend, "impl": s.impl, "reason": s.reason} for s in skips
         ],

@@ -18,6 +18,10 @@ Dask's ``compute``), so the clock stops only when the result exists.
 - The per-call time of a batch is its duration divided by ``number``; the
   reported time is the **median over the repeats** (the minimum is kept too).
 - The garbage collector is off inside a batch, as in :mod:`timeit`.
+- GPU candidates may instead queue their calls and synchronise once per batch
+  (``sync``, inside the clock): the time per call is then the device's time
+  per call, or the launch cost where the kernels are shorter than a launch,
+  without a host round trip per call.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class Timing:
 
     number: int = 0
     times: list[float] = field(default_factory=list)
+    sync: Call | None = None  # called once at the end of each batch, timed
 
     @property
     def median(self) -> float:
@@ -56,30 +61,35 @@ class Timing:
         return sum(self.times) * self.number
 
 
-def batch(fn: Call, number: int) -> float:
-    """Seconds taken by ``number`` consecutive calls of ``fn``."""
+def batch(fn: Call, number: int, sync: Call | None = None) -> float:
+    """Seconds taken by ``number`` consecutive calls of ``fn`` (then ``sync()``)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         start = time.perf_counter()
         for _ in itertools.repeat(None, number):
             fn()
+        if sync is not None:
+            sync()
         return time.perf_counter() - start
     finally:
         if enabled:
             gc.enable()
 
 
-def calibrate(fn: Call, min_time: float, max_number: int = 10_000_000) -> Timing:
+def calibrate(
+    fn: Call, min_time: float, max_number: int = 10_000_000, sync: Call | None = None
+) -> Timing:
     """The smallest loop count (roughly) whose batch lasts ``min_time``.
 
-    Returns a :class:`Timing` with that count and that batch as its first repeat.
+    Returns a :class:`Timing` with that count and that batch as its first
+    repeat (and ``sync``, which every later batch of it calls too).
     """
     number = 1
     while True:
-        elapsed = batch(fn, number)
+        elapsed = batch(fn, number, sync)
         if elapsed >= min_time or number >= max_number:
-            return Timing(number, [elapsed / number])
+            return Timing(number, [elapsed / number], sync)
         # aim 20 % past the goal; grow at most 100x a step (clock resolution)
         guess = int(number * 1.2 * min_time / max(elapsed, 1e-9)) + 1
         number = min(max_number, 100 * number, max(2 * number, guess))
@@ -97,4 +107,5 @@ def round_robin(
             done = len(timing.times)
             if done >= repeat or (done >= min_repeat and timing.spent >= budget):
                 continue
-            timing.times.append(batch(fn, timing.number) / timing.number)
+            elapsed = batch(fn, timing.number, timing.sync)
+            timing.times.append(elapsed / timing.number)
