@@ -19,6 +19,8 @@ Environment variables:
   it exact: a bare ``torch`` makes pip fetch a multi-GB CUDA build.
 - ``SOFTMAX_XP_CUPY``, ``SOFTMAX_XP_TORCH_CUDA``, ``SOFTMAX_XP_JAX_GPU``: what
   the GPU session installs (defaults ``cupy-cuda12x``, ``torch``, ``jax[cuda12]``).
+- ``SOFTMAX_XP_TRITON``: the Triton that tests-gpu-logic runs the kernels on
+  (default ``triton==3.7.1``, the version torch 2.13.0's CUDA build pins).
 - ``SOFTMAX_XP_TEST_WORKERS``: pytest-xdist workers per test session (default
   ``auto``, one per core; ``0`` runs in one process).
 - ``SOFTMAX_XP_CONFORMANCE=deep``: the conformance suite's deep profile
@@ -57,6 +59,15 @@ TORCH = shlex.split(os.environ.get("SOFTMAX_XP_TORCH", "torch==2.13.0"))
 CUPY = shlex.split(os.environ.get("SOFTMAX_XP_CUPY", "cupy-cuda12x"))
 TORCH_CUDA = shlex.split(os.environ.get("SOFTMAX_XP_TORCH_CUDA", "torch"))
 JAX_GPU = shlex.split(os.environ.get("SOFTMAX_XP_JAX_GPU", "jax[cuda12]"))
+TRITON = shlex.split(os.environ.get("SOFTMAX_XP_TRITON", "triton==3.7.1"))
+GPU_LOGIC_DEPS = nox.project.dependency_groups(PYPROJECT, "gpu-logic")
+# the GPU kernels' test files: their CPU modes in tests-gpu-logic, on a GPU in
+# tests-cupy (tests/conftest.py leaves them out of the CPU backends' sessions)
+GPU_KERNEL_TESTS = (
+    "tests/test_gpu_triton.py",
+    "tests/test_gpu_cupy.py",
+    "tests/test_gpu_pallas.py",
+)
 WORKERS = os.environ.get("SOFTMAX_XP_TEST_WORKERS", "auto")
 # JAX's persistent compilation cache, shared by every JAX session and kept
 # between runs (tests-jax spends most of its time compiling)
@@ -137,6 +148,7 @@ def _pytest(
     paths: tuple[str, ...] = (),
     install: bool = True,
     report_name: str | None = None,
+    dist: str = "loadfile",
 ) -> None:
     """Install the project, its test group and ``deps``; run pytest on ``backends``
     (over ``paths``, default the whole suite), spread over ``WORKERS`` processes."""
@@ -146,8 +158,9 @@ def _pytest(
     name = report_name or session.name
     report = REPORTS / f"{name}.xml"
     report.unlink(missing_ok=True)
-    # whole files per worker: module fixtures (clusters, compiled kernels) stay shared
-    workers = () if WORKERS == "0" else ("-n", WORKERS, "--dist", "loadfile")
+    # whole files per worker by default: module fixtures (clusters, compiled
+    # kernels) stay shared
+    workers = () if WORKERS == "0" else ("-n", WORKERS, "--dist", dist)
     session.run(
         "pytest",
         *workers,
@@ -267,6 +280,27 @@ def tests_oldest(session: nox.Session) -> None:
         install=False,
         paths=("tests/test_conformance.py", "tests/test_contract.py"),
         report_name="tests-oldest-jax-dask",
+    )
+
+
+@nox.session(name="tests-gpu-logic", tags=["tests"])
+def tests_gpu_logic(session: nox.Session) -> None:
+    """The GPU kernels without a GPU: Triton's interpreter on CPU tensors
+    (``TRITON_INTERPRET=1``), Pallas in interpret mode, the CuPy kernel's CPU
+    twin; each kernel compiled for sm_80 and sm_90 (ptxas, NVRTC, the Pallas
+    lowering for CUDA). ``SOFTMAX_XP_GPU_LOGIC=1`` turns a missing tool into an
+    error instead of a skip."""
+    _pytest(
+        session,
+        "numpy,torch,jax",
+        *TORCH,
+        *TRITON,
+        "jax[cpu]",
+        *GPU_LOGIC_DEPS,
+        env={"TRITON_INTERPRET": "1", "SOFTMAX_XP_GPU_LOGIC": "1"},
+        paths=GPU_KERNEL_TESTS,
+        # test by test: the Triton file alone is half of the session's work
+        dist="load",
     )
 
 

@@ -91,6 +91,14 @@ if (
     or "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 ):
     collect_ignore.append("test_jax_sharding.py")
+# The GPU kernels' files (docs/gpu.md) run their CPU modes in the session made
+# for them (nox -s tests-gpu-logic sets SOFTMAX_XP_GPU_LOGIC=1), and the kernels
+# themselves in runs that select a GPU backend; the CPU backends' sessions leave
+# them out (interpreting the kernels takes minutes).
+if os.environ.get("SOFTMAX_XP_GPU_LOGIC") != "1" and not set(SELECTED) & set(
+    GPU_BACKENDS
+):
+    collect_ignore += ["test_gpu_triton.py", "test_gpu_cupy.py", "test_gpu_pallas.py"]
 
 
 @dataclass

@@ -238,10 +238,13 @@ def test_temperature(name: str, n: int, dtype: str, launches: list[str]) -> None
     t_arr = torch.as_tensor(
         rng.uniform(0.05, 3.0, n), dtype=torch.float32, device=DEVICE
     )
-    for t in (0.3, 7.0, 1e-3, t_arr, t_arr.to(torch.float64)[None, :]):
+    temperatures: list[Any] = [0.3, t_arr.to(torch.float64)[None, :]]
+    if n < 5000:  # the interpreter takes seconds per pass over the longest rows
+        temperatures += [7.0, 1e-3, t_arr]
+    for t in temperatures:
         y, ref = run_both(name, x, temperature=t)
         assert_close(y, ref, dtype)
-    assert launches == ["_forward"] * 5
+    assert launches == ["_forward"] * len(temperatures)
 
 
 @pytest.mark.parametrize("name", list(FUNCS))
@@ -292,7 +295,8 @@ def test_narrowing_dtype(name: str, launches: list[str]) -> None:
 def test_axes_and_strides(name: str, launches: list[str]) -> None:
     """Non-last axes, adjacent tuple axes, and non-contiguous views (no copy of x)."""
     rng = np.random.default_rng(9)
-    base = tensor(rng.standard_normal((5, 6, 130)) * 5, "float32")
+    # few rows: the interpreter runs one program per row, in turn
+    base = tensor(rng.standard_normal((3, 5, 40)) * 5, "float32")
     base[1, 2, 3] = INF
     base[2, :, 4] = NAN
     cases: list[tuple[Any, Any]] = [
@@ -301,8 +305,8 @@ def test_axes_and_strides(name: str, launches: list[str]) -> None:
         (base, (1, 2)),
         (base, (0, 1)),
         (base[:, :, ::2], -1),  # strided rows
-        (base[:, 1:4, 5:100:3], 1),
-        (base[0].T, -1),  # a transposed 2-d x: rows of stride 130
+        (base[:, 1:4, 5:38:3], 1),
+        (base[0].T, -1),  # a transposed 2-d x: rows of stride 40
         (base[0].T, 0),
     ]
     for x, axis in cases:
@@ -314,7 +318,7 @@ def test_axes_and_strides(name: str, launches: list[str]) -> None:
         else (None, None)
     )
     if y is not None:
-        assert y.shape == (5, 1, 1)
+        assert y.shape == (3, 1, 1)
         assert_close(y, ref, "float32", 10.0)
     assert launches == ["_forward"] * (len(cases) + (name == "logsumexp"))
 
@@ -369,15 +373,17 @@ def _grads(name: str, x: Any, g: Any, generic_core: bool, **kw: Any) -> tuple[An
 def test_backward(name: str, n: int, dtype: str, launches: list[str]) -> None:
     """Gradients against the generic core's autograd: special rows, masks, temperature."""
     rng = np.random.default_rng(17 + n)
-    rows = 4 if n > 5000 else 8
+    rows = 3 if n > 5000 else 8
     x = tensor(rows_with_specials(n, rows, rng, spread=3.0), dtype)
     out_shape = (rows,) if name == "logsumexp" else (rows, n)
     g = torch.as_tensor(rng.standard_normal(out_shape), device=DEVICE).to(x.dtype)
     where = torch.as_tensor(rng.random((rows, n)) < 0.7, device=DEVICE)
-    options: list[dict[str, Any]] = [{}, {"where": where}]
+    t_arr = torch.as_tensor(rng.uniform(0.2, 3.0, n), device=DEVICE)
+    options: list[dict[str, Any]] = [{"where": where}]
     if name != "logsumexp":
-        t_arr = torch.as_tensor(rng.uniform(0.2, 3.0, n), device=DEVICE)
-        options += [{"temperature": 0.7}, {"temperature": t_arr, "where": where}]
+        options += [{"temperature": t_arr, "where": where}]
+    if n < 5000:  # the longest rows: the interpreter takes seconds per pass
+        options += [{}] if name == "logsumexp" else [{}, {"temperature": 0.7}]
     for kw in options:
         y, gx = _grads(name, x, g, False, **kw)
         ref_y, ref_gx = _grads(name, x, g, True, **kw)
