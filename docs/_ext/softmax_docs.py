@@ -49,6 +49,7 @@ SESSION_BACKENDS = {
     "tests-jax-sharding": "jax, 4 CPU devices",
     "tests-minimal": "numpy, runtime deps only",
     "tests-generic": "numpy, fast paths off",
+    "tests-gpu-logic": "GPU kernels in CPU mode (torch + Triton, jax, numpy)",
     "tests-cupy": "cupy, torch-cuda, jax-gpu",
 }
 
