@@ -289,7 +289,7 @@ def _grads(kind: str, x: Any, w: Any, t: Any, cot: Any) -> tuple[Any, Any]:
     return jax.grad(loss, argnums=(0, 1))(x, t)
 
 
-@pytest.mark.parametrize("n", [3, 129, 9000])
+@pytest.mark.parametrize("n", [129, 9000])  # one block and chunked
 @pytest.mark.parametrize("kind", KINDS)
 def test_gradients(kind: str, n: int, launches: list[Any]) -> None:
     # no NaN row (its gradient is NaN on both paths); the plain row gets a +inf
