@@ -6,6 +6,7 @@ Backend detection never imports a backend: ``array_api_compat`` only looks in
 
 from __future__ import annotations
 
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -138,3 +139,13 @@ def new_array_device(xp: Namespace, dev: Any) -> Any:
     if isinstance(dev, jax.sharding.NamedSharding):
         return dev.update(spec=())  # same mesh and memory kind, replicated
     return None
+
+
+def torch_compiling() -> bool:
+    """Whether torch.compile is tracing this call (torch imported, and compiling).
+
+    Code on every path checks it before what Dynamo cannot trace (a ContextVar,
+    ``np.errstate``); importing torch for the question is never needed.
+    """
+    torch = sys.modules.get("torch")
+    return torch is not None and bool(torch.compiler.is_compiling())

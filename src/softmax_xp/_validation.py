@@ -11,7 +11,6 @@ import contextlib
 import math
 import numbers
 import operator
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +28,7 @@ from ._compat import (
     is_array,
     library_of,
     new_array_device,
+    torch_compiling,
 )
 
 __all__ = [
@@ -401,12 +401,6 @@ def _scalar_temperature(func: str, t: Any, xp: Namespace, compute_dtype: Any) ->
     return value
 
 
-def _torch_compiling() -> bool:
-    """Whether torch.compile is tracing this call (torch imported and compiling)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and bool(torch.compiler.is_compiling())
-
-
 # (smallest normal, largest finite, NumPy type of the same width) per compute dtype
 _NORMAL_RANGE: dict[Any, tuple[float, float, Any]] = {}
 
@@ -431,7 +425,7 @@ def _check_normal(func: str, t: Any, value: float, xp: Namespace, dtype: Any) ->
     rounded = value
     # torch.compile cannot trace np.errstate: there the bounds are checked on the
     # float64 value (it differs only within half an ulp of them)
-    if np_type is not None and not _torch_compiling():
+    if np_type is not None and not torch_compiling():
         with np.errstate(over="ignore", under="ignore"):
             rounded = float(np_type(value))
     if not lo <= rounded <= hi:

@@ -27,13 +27,12 @@ import contextlib
 import contextvars
 import importlib
 import os
-import sys
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
 from .._backends import fast_path_modules
-from .._compat import Namespace, library_of
+from .._compat import Namespace, library_of, torch_compiling
 
 __all__ = ["force_generic", "generic_forced", "path_of", "runner_for"]
 
@@ -43,23 +42,24 @@ Runner = Callable[..., Any]
 # CUDA kernels of _fast/cupy.py)
 _MODULES = fast_path_modules()
 
-_FORCED_DEFAULT = os.environ.get("SOFTMAX_XP_FORCE_GENERIC", "").strip().lower() in {
-    "1",
-    "true",
-    "yes",
-    "on",
-}
+
+def _env_flag(name: str, default: bool) -> bool:
+    """An on/off environment variable: 1/true/yes/on, 0/false/no/off, else ``default``."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    return default
+
+
+_FORCED_DEFAULT = _env_flag("SOFTMAX_XP_FORCE_GENERIC", default=False)
 _FORCED: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "softmax_xp_force_generic", default=_FORCED_DEFAULT
 )
 
 # SOFTMAX_XP_GPU_KERNELS=0: the GPU kernels off (read by _fast/torch.py and _fast/cupy.py)
-GPU_KERNELS = os.environ.get("SOFTMAX_XP_GPU_KERNELS", "").strip().lower() not in {
-    "0",
-    "false",
-    "no",
-    "off",
-}
+GPU_KERNELS = _env_flag("SOFTMAX_XP_GPU_KERNELS", default=True)
 
 _RUNNERS: dict[Namespace, Runner | None] = {}
 _GENERIC_RUNNERS: dict[Namespace, Runner | None] = {}
@@ -101,8 +101,7 @@ def force_generic(enabled: bool = True) -> Iterator[None]:
 
 def generic_forced() -> bool:
     """Whether the fast paths are switched off here."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.compiler.is_compiling():
+    if torch_compiling():
         # torch.compile cannot trace ContextVar.get (a graph break): inside a
         # compiled function only the process-wide setting holds
         return _FORCED_DEFAULT

@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any, cast
@@ -106,9 +105,6 @@ def _no_triton_run(_kind: str, _call: Call, **_opts: Any) -> Any:
 _TRITON: Callable[..., Any] | None = None if GPU_KERNELS else _no_triton_run
 # set by torch_triton._on_cpu() (tests): CPU tensors take the Triton kernels too
 _triton_on_cpu = False
-# set by torch_triton._paused() in this thread: a double backward recomputes
-# the gradient with differentiable torch operations (the chain below)
-_triton_pause = threading.local()
 
 
 def _triton_run(kind: str, call: Call, opts: dict[str, Any]) -> Any:
@@ -139,9 +135,7 @@ def branch_free(enabled: bool = True) -> Iterator[None]:
 
 def run(kind: str, call: Call, **opts: Any) -> Any:
     """``_generic.<kind>(call, **opts)`` on torch tensors, or ``NotImplemented``."""
-    if (call.x.is_cuda or _triton_on_cpu) and not (
-        not torch.compiler.is_compiling() and getattr(_triton_pause, "on", False)
-    ):
+    if call.x.is_cuda or _triton_on_cpu:
         out = _triton_run(kind, call, opts)
         if out is not NotImplemented:
             return out

@@ -77,8 +77,8 @@ The interpreter's kernels cannot be traced, so there the ops are opaque
 ``custom_op`` s with the same Python body as fake implementation (launches
 skipped on fake tensors). The backward kernels are not differentiable: under
 ``create_graph=True`` (a double backward) the gradient is computed again
-through the path without Triton, whose autograd graph carries second
-derivatives (:func:`_differentiable_backward`).
+through the generic core, whose autograd graph carries second derivatives
+(:func:`_differentiable_backward`).
 
 Nothing synchronises with the host and nothing full-size is allocated but the
 output (and, under autograd, the gradient): per-row statistics are ``R``
@@ -1002,33 +1002,20 @@ def _setup_forward(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         ctx.save_for_backward(y, stat, where, x, temperature)
 
 
-@contextlib.contextmanager
-def _paused() -> Iterator[None]:
-    """Keep this thread's calls off the Triton kernels in this block (double backward)."""
-    from . import torch as fast_torch
-
-    previous = getattr(fast_torch._triton_pause, "on", False)
-    fast_torch._triton_pause.on = True
-    try:
-        yield
-    finally:
-        fast_torch._triton_pause.on = previous
-
-
 def _differentiable_backward(ctx: Any, gy: torch.Tensor) -> torch.Tensor:
     """The gradient again, by torch's autograd through the path without Triton.
 
-    Under ``create_graph=True`` (a double backward, ``torch.func.hessian``
-    aside) the gradient must be differentiable itself, which the backward
-    kernels are not: the call runs again with the Triton kernels paused (the
-    chain of torch operations, whose autograd graph is the generic core's)
-    and ``torch.autograd.grad`` differentiates it with the graph kept.
+    Under ``create_graph=True`` (a double backward) the gradient must be
+    differentiable itself, which the backward kernels are not: the call runs
+    again on the generic core (``force_generic``, the reference the kernels
+    are tested against) and ``torch.autograd.grad`` differentiates it with
+    the graph kept.
     """
     import softmax_xp
 
     t_scalar, a0, a1, kind, negate, _, out_dtype = ctx.meta
     axis = tuple(range(a0, a1 + 1))
-    with _paused():
+    with softmax_xp.force_generic():
         if kind == 2:
             x, where, _ = ctx.saved_tensors
             y = softmax_xp.logsumexp(x, axis=axis, where=where, dtype=out_dtype)
