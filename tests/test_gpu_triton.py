@@ -422,7 +422,7 @@ def test_backward(name: str, n: int, dtype: str, launches: list[str]) -> None:
 @pytest.mark.parametrize("name", list(FUNCS))
 def test_double_backward(name: str, launches: list[str]) -> None:
     """``create_graph=True``: the gradient is differentiable again (a Hessian-vector
-    product), as on the path without Triton; the forward still ran the kernel."""
+    product), through the generic core; the forward still ran the kernel."""
     rng = np.random.default_rng(5)
     x = tensor(rng.standard_normal((3, 7)) * 2.0, "float64")
     x[1, 2] = -INF
