@@ -88,8 +88,13 @@ def _dev_tool(name: str) -> str:
 
 
 def _install(session: nox.Session, *args: str) -> None:
-    """``session.install(*args)``, then the installed files shared (_share_files)."""
-    session.install(*args)
+    """``session.install(*args)``, then the installed files shared (_share_files).
+
+    ``--no-compile``: pip would byte-compile every module of torch, JAX and
+    SciPy in every session (tens of seconds each); Python compiles the ones a
+    session imports, when it imports them.
+    """
+    session.install("--no-compile", *args)
     _share_files(session)
 
 
@@ -297,6 +302,8 @@ def tests_gpu_logic(session: nox.Session) -> None:
         *TRITON,
         "jax[cpu]",
         *GPU_LOGIC_DEPS,
+        # the test tools only (ml_dtypes comes with JAX): no SciPy to install
+        test_deps=False,
         env={"TRITON_INTERPRET": "1", "SOFTMAX_XP_GPU_LOGIC": "1"},
         paths=GPU_KERNEL_TESTS,
         # test by test: the Triton file alone is half of the session's work
